@@ -1,0 +1,39 @@
+# Ingot: `make run` starts the platform from a fresh clone, `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install migrate demo lint typecheck bench proof clean-var
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py demo_load
+
+# web + Celery worker + Celery beat, the same commands docker-compose runs (platform/Procfile).
+run: demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -f platform/Procfile -d . start
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy members receipts compliance trading config
+
+clean-var:
+	rm -rf var/ingot.sqlite3 var/broker var/celerybeat-schedule*

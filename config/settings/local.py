@@ -1,0 +1,6 @@
+"""Embedded default for `make run`: SQLite and the filesystem broker unless DATABASE_URL / REDIS_URL are set."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
