@@ -158,6 +158,8 @@ class Attestation(models.Model):
     document = models.JSONField()
     canonical = models.TextField(help_text="RFC 8785 canonical JSON of the document, as signed.")
     digest = models.CharField(max_length=64, help_text="SHA-256 hex of the canonical bytes.")
+    binding_hash = models.CharField(max_length=64, db_index=True,
+                                    help_text="Hash that binds it into a receipt's issued event.")
     signature = models.JSONField(help_text='{"alg": "EdDSA", "kid": ..., "sig": base64url}')
     signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="attestations")
     signer = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="attestations_signed")
@@ -185,19 +187,8 @@ class ReceiptStatus(models.TextChoices):
 OPEN_STATUSES = frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.ENCUMBERED, ReceiptStatus.PLEDGED,
                            ReceiptStatus.FROZEN, ReceiptStatus.WITHDRAWAL_REQUESTED})
 
-# The receipt lifecycle. Unfreezing returns to the status held before the freeze (Receipt.frozen_from).
-RECEIPT_TRANSITIONS: dict[str, frozenset[str]] = {
-    ReceiptStatus.ACTIVE: frozenset({ReceiptStatus.ENCUMBERED, ReceiptStatus.PLEDGED, ReceiptStatus.FROZEN,
-                                     ReceiptStatus.WITHDRAWAL_REQUESTED, ReceiptStatus.SPLIT}),
-    ReceiptStatus.ENCUMBERED: frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.FROZEN, ReceiptStatus.SPLIT}),
-    ReceiptStatus.PLEDGED: frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.FROZEN}),
-    ReceiptStatus.FROZEN: frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.ENCUMBERED, ReceiptStatus.PLEDGED,
-                                     ReceiptStatus.WITHDRAWAL_REQUESTED}),
-    ReceiptStatus.WITHDRAWAL_REQUESTED: frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.FROZEN,
-                                                   ReceiptStatus.WITHDRAWN}),
-    ReceiptStatus.SPLIT: frozenset(),
-    ReceiptStatus.WITHDRAWN: frozenset(),
-}
+# The lifecycle's transition map is receipts.chain.TRANSITIONS (event kind -> statuses it may follow):
+# the same map the offline verifier replays, so the database and the proof cannot disagree.
 
 
 class Receipt(models.Model):

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import ApplicationError
+from receipts.errors import ProofError
 
 # DRF's exception classes -> our stable codes. Anything not listed keeps DRF's default_code.
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
@@ -54,6 +55,8 @@ def _flatten_message(detail: Any) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, ProofError):  # the pure proof modules' errors are bad input too
+        return Response(error_body(exc.code, exc.message, exc.details), status=400)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     elif isinstance(exc, Http404):

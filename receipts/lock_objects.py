@@ -1,0 +1,21 @@
+"""Every row lock the receipts app takes, in primary-key order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import QuerySet
+
+from receipts.models import Lot, Receipt, ReceiptNumberCounter
+
+
+def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
+    return Receipt.objects.select_for_update(of=("self",)).filter(pk__in=sorted(set(pks))).order_by("pk")
+
+
+def lot_for_update(pk: int) -> QuerySet[Lot]:
+    return Lot.objects.select_for_update(of=("self",)).filter(pk=pk)
+
+
+def receipt_counter_for_update(*, metal_id: int, year: int) -> QuerySet[ReceiptNumberCounter]:
+    return ReceiptNumberCounter.objects.select_for_update().filter(metal_id=metal_id, year=year)

@@ -1,0 +1,664 @@
+"""Every write in the receipts app: catalogue, warehouses, lots, attestations, grading, receipts and their
+signed event chain, storage readings and incidents, stock statements.
+
+Each receipt change appends a signed, hash-chained event in the same transaction as the change.
+Functions that take row locks say so; callers in trading lock the instrument first, then receipts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from config.errors import Conflict, IllegalTransition, NotAllowed, NotFound, ValidationFailed
+from members.keys import b64url_decode
+from members.models import Member, Role, SigningKey
+from receipts import chain
+from receipts.bundles import DOCUMENT_TIME, SIGNER_ROLES, attestation_lot_matches, validate_attestation
+from receipts.canonical import canonical_bytes, parse_utc, utc_stamp
+from receipts.catalogue import load_catalogue, parse_grade
+from receipts.errors import ProofError
+from receipts.grading import AssayProfile, GradingResult, grade_lot
+from receipts.lock_objects import lot_for_update, receipt_counter_for_update, receipts_for_update
+from receipts.models import (
+    OPEN_STATUSES,
+    Attestation,
+    AttestationKind,
+    Grade,
+    Lot,
+    Metal,
+    Receipt,
+    ReceiptEvent,
+    ReceiptNumberCounter,
+    ReceiptStatus,
+    StockGap,
+    StockStatement,
+    StorageIncident,
+    StorageReading,
+    Warehouse,
+)
+from receipts.platform_keys import platform_signer
+from receipts.signing import verify_bytes
+from receipts.units import format_kg
+
+GRAM = Decimal("0.001")
+
+
+class InsufficientReceipts(Conflict):
+    default_code = "insufficient_receipts"
+
+
+# --- small parsers shared by the services -------------------------------------------------------
+
+def parse_mass(value: Any, *, field: str = "quantity_kg") -> Decimal:
+    try:
+        mass = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValidationFailed(f"{field} must be a number of kilograms.", code="invalid_quantity",
+                               field=field) from exc
+    if not mass.is_finite() or mass <= 0:
+        raise ValidationFailed(f"{field} must be more than zero.", code="invalid_quantity", field=field)
+    if mass.quantize(GRAM) != mass:
+        raise ValidationFailed(f"{field} is finer than one gram.", code="invalid_quantity", field=field)
+    return mass
+
+
+def member_ref(member: Member) -> str:
+    """How a member is named inside signed documents: its legal id, stable and public."""
+    return member.legal_id
+
+
+# --- catalogue -----------------------------------------------------------------------------------
+
+def catalogue_sync() -> tuple[int, int]:
+    """Load receipts/catalogue.json into Metal and Grade rows (insert or update; never deletes)."""
+    catalogue = load_catalogue()
+    version = str(catalogue.version)
+    with transaction.atomic():
+        for metal in catalogue.metals.values():
+            Metal.objects.update_or_create(symbol=metal.symbol, defaults={
+                "name": metal.name, "hs_code": metal.hs_code, "export_controlled": metal.export_controlled,
+                "controlled_since": metal.controlled_since, "control_reference": metal.control_reference or "",
+                "package_kg": metal.package_kg, "min_temp_c": metal.storage.min_temp_c,
+                "max_temp_c": metal.storage.max_temp_c, "max_humidity_pct": metal.storage.max_humidity_pct,
+                "forms": list(metal.forms), "catalogue_version": version,
+            })
+        metals = {m.symbol: m for m in Metal.objects.all()}
+        for grade in catalogue.grades.values():
+            Grade.objects.update_or_create(code=grade.code, defaults={
+                "metal": metals[grade.metal], "name": grade.name, "purity_min": grade.purity_min,
+                "rank": grade.rank, "forms": list(grade.forms), "spec": catalogue.grade_spec(grade.code),
+                "catalogue_version": version,
+            })
+    return len(catalogue.metals), len(catalogue.grades)
+
+
+# --- warehouses ----------------------------------------------------------------------------------
+
+def warehouse_create(*, operator: Member, code: str, name: str, country: str, region: str,
+                     approved: bool = False) -> Warehouse:
+    if not operator.has_role(Role.WAREHOUSE):
+        raise ValidationFailed("The operator must be a warehouse member.", code="not_a_warehouse")
+    with transaction.atomic():
+        if Warehouse.objects.filter(code=code).exists():
+            raise Conflict(f"Warehouse {code} exists.", code="warehouse_exists")
+        return Warehouse.objects.create(operator=operator, code=code, name=name, country=country, region=region,
+                                        approved=approved)
+
+
+def _require_operator(warehouse: Warehouse, member: Member) -> None:
+    if warehouse.operator_id != member.pk:
+        raise NotFound("No such warehouse.")  # another member's warehouse is invisible, not forbidden
+    if not member.is_approved:
+        raise NotAllowed("Only approved members act on the platform.", code="member_not_approved")
+
+
+# --- lots ----------------------------------------------------------------------------------------
+
+def lot_register(*, warehouse: Warehouse, registered_by: Member, metal: str, form: str, net_mass_kg: Any,
+                 package_count: int, brand: str, batch_number: str, production_date: date, location: str,
+                 depositor: Member, producer: Member | None = None, seal_numbers: Sequence[str] = ()) -> Lot:
+    _require_operator(warehouse, registered_by)
+    if not warehouse.approved:
+        raise NotAllowed("The warehouse is not approved to register lots.", code="warehouse_not_approved")
+    metal_row = Metal.objects.filter(symbol=metal).first()
+    if metal_row is None:
+        raise ValidationFailed(f"Unknown metal {metal!r}.", code="unknown_metal", field="metal")
+    if form not in metal_row.forms:
+        raise ValidationFailed(f"{metal_row.name} is not listed in form {form!r}; forms: {', '.join(metal_row.forms)}.",
+                               code="invalid_form", field="form")
+    mass = parse_mass(net_mass_kg, field="net_mass_kg")
+    if package_count <= 0:
+        raise ValidationFailed("package_count must be at least 1.", code="invalid_quantity", field="package_count")
+    if production_date > timezone.now().date():
+        raise ValidationFailed("production_date is in the future.", code="invalid_date", field="production_date")
+    try:
+        with transaction.atomic():
+            return Lot.objects.create(
+                warehouse=warehouse, metal=metal_row, form=form, net_mass_kg=mass, package_count=package_count,
+                producer=producer, brand=brand, batch_number=batch_number, seal_numbers=list(seal_numbers),
+                production_date=production_date, location=location, depositor=depositor)
+    except IntegrityError as exc:
+        raise Conflict(f"Batch {batch_number} is already registered in {warehouse.code}.", code="lot_exists",
+                       field="batch_number") from exc
+
+
+def lot_document(lot: Lot) -> dict[str, Any]:
+    """The lot as bound into receipts' issued events and embedded in bundles. Lots never change once
+    registered, so this document hashes the same forever."""
+    return {
+        "ref": lot.reference, "metal": lot.metal.symbol, "form": lot.form,
+        "net_mass_kg": format_kg(lot.net_mass_kg), "warehouse": lot.warehouse.code,
+        "warehouse_country": lot.warehouse.country.code, "package_count": lot.package_count,
+        "brand": lot.brand, "batch_number": lot.batch_number, "seal_numbers": list(lot.seal_numbers),
+        "production_date": lot.production_date.isoformat(), "location": lot.location,
+        "producer": member_ref(lot.producer) if lot.producer else None,
+    }
+
+
+# --- attestations ----------------------------------------------------------------------------------
+
+def _proof_error(exc: ProofError) -> ValidationFailed:
+    return ValidationFailed(exc.message, code=exc.code, details=exc.details)
+
+
+def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, submitted_by: Member) -> Attestation:
+    """Accept a signed attestation about a lot after checking its shape, its lot, its key and signature."""
+    if kind not in AttestationKind.values:
+        raise ValidationFailed(f"Unknown attestation kind {kind!r}.", code="invalid_attestation", field="kind")
+    problems = validate_attestation(kind, document)
+    if problems:
+        raise ValidationFailed(f"The {kind} document is invalid: {problems[0]}", code="invalid_attestation",
+                               details={"problems": problems}, field="document")
+    if not attestation_lot_matches(kind, document, lot.reference):
+        raise ValidationFailed(f"The document is not about lot {lot.reference}.", code="attestation_lot_mismatch",
+                               field="document")
+    if not isinstance(signature, dict) or signature.get("alg") != "EdDSA" or not isinstance(signature.get("kid"), str) \
+            or not isinstance(signature.get("sig"), str):
+        raise ValidationFailed('signature must be {"alg": "EdDSA", "kid": ..., "sig": base64url}.',
+                               code="malformed_signature", field="signature")
+    try:
+        canonical = canonical_bytes(document)
+    except ProofError as exc:
+        raise _proof_error(exc) from exc
+    key = SigningKey.objects.select_related("member").filter(kid=signature["kid"]).first()
+    if key is None:
+        raise ValidationFailed("The signing key is not registered.", code="unknown_key", field="signature")
+    now = timezone.now()
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise ValidationFailed("The signing key is revoked.", code="key_revoked", field="signature")
+    if key.valid_from > now or (key.valid_to is not None and key.valid_to <= now):
+        raise ValidationFailed("The signing key is outside its validity.", code="key_not_valid", field="signature")
+    signer = key.member
+    allowed = SIGNER_ROLES[kind]
+    if not signer.role_set() & allowed:
+        raise ValidationFailed(f"A {kind} attestation must be signed by a member with role "
+                               f"{' or '.join(sorted(allowed))}.", code="signer_role_not_allowed", field="signature")
+    if not signer.is_approved:
+        raise ValidationFailed("The signer is not an approved member.", code="signer_not_approved", field="signature")
+    if kind == AttestationKind.ASSAY and document.get("lab") != member_ref(signer):
+        raise ValidationFailed(f"The certificate names lab {document.get('lab')!r} but is signed by "
+                               f"{member_ref(signer)}; name the lab by its legal id.",
+                               code="attestation_signer_mismatch", field="document")
+    signed_at = parse_utc(document.get(DOCUMENT_TIME[kind]))
+    if signed_at is None or signed_at > now + timedelta(minutes=5):
+        raise ValidationFailed(f"{DOCUMENT_TIME[kind]} must be a past UTC time.", code="invalid_attestation",
+                               field="document")
+    if key.valid_from > signed_at or (key.revoked_at is not None and key.revoked_at <= signed_at):
+        raise ValidationFailed("The key was not valid when the document was signed.", code="key_not_valid",
+                               field="signature")
+    if submitted_by.pk not in (signer.pk, lot.warehouse.operator_id):
+        raise NotFound("No such lot.")
+    public = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
+    if not verify_bytes(canonical, signature, public):
+        raise ValidationFailed("The signature does not verify over the canonical document.",
+                               code="signature_invalid", field="signature")
+    digest = hashlib.sha256(canonical).hexdigest()
+    sig = {"alg": "EdDSA", "kid": signature["kid"], "sig": signature["sig"]}
+    binding = chain.attestation_hash({"type": kind, "document": document, "signature": sig})
+    try:
+        with transaction.atomic():
+            return Attestation.objects.create(
+                lot=lot, kind=kind, document=document, canonical=canonical.decode("utf-8"), digest=digest,
+                binding_hash=binding, signature=sig, signing_key=key, signer=signer, submitted_by=submitted_by)
+    except IntegrityError as exc:
+        raise Conflict("This attestation is already attached to the lot.", code="attestation_exists") from exc
+
+
+def lot_grade(*, lot: Lot, by: Member) -> GradingResult:
+    """Grade a lot from its latest assay against the metal's grades; stores the best grade met."""
+    _require_operator(lot.warehouse, by)
+    assay = lot.attestations.filter(kind=AttestationKind.ASSAY).order_by("-created_at", "-pk").first()
+    if assay is None:
+        raise Conflict("The lot has no assay to grade from.", code="assay_missing")
+    grades = [parse_grade(g.spec) for g in Grade.objects.filter(metal=lot.metal)]
+    try:
+        result = grade_lot(lot.metal.symbol, lot.form, AssayProfile.from_document(assay.document), grades)
+    except ProofError as exc:
+        raise _proof_error(exc) from exc
+    lot.grade = Grade.objects.filter(code=result.grade).first() if result.grade else None
+    lot.grading = result.to_dict()
+    lot.graded_at = timezone.now()
+    lot.save(update_fields=["grade", "grading", "graded_at"])
+    return result
+
+
+# --- the event chain -----------------------------------------------------------------------------
+
+@dataclass
+class _Signer:
+    key: Ed25519PrivateKey
+    kid: str
+    at: datetime
+
+    @classmethod
+    def now(cls) -> _Signer:
+        key, kid = platform_signer()
+        return cls(key, kid, timezone.now())
+
+
+def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer) -> ReceiptEvent:
+    """Append one signed event and move the receipt's status as the chain's transition map says.
+    The caller holds the receipt's row lock and saves the receipt."""
+    if kind not in chain.OPENING_KINDS and receipt.status not in chain.TRANSITIONS[kind]:
+        raise IllegalTransition(f"Receipt {receipt.number} is {receipt.status}; it cannot be {kind}.",
+                                details={"receipt": receipt.number, "status": receipt.status, "event": kind})
+    try:
+        event = chain.new_event(receipt=receipt.number, seq=receipt.last_event_seq + 1, kind=kind,
+                                at=utc_stamp(signer.at), data=data, prev_hash=receipt.last_event_hash or None)
+    except ProofError as exc:
+        raise _proof_error(exc) from exc
+    sealed = chain.seal(event, signer.key, signer.kid)
+    if kind == chain.FROZEN:
+        receipt.frozen_from = receipt.status
+    receipt.status = _STATUS_AFTER.get(kind) or receipt.frozen_from or ReceiptStatus.ACTIVE
+    if kind == chain.UNFROZEN:
+        receipt.frozen_from = ""
+    if kind in (chain.SPLIT, chain.WITHDRAWN):
+        receipt.closed_at = signer.at
+    receipt.last_event_seq = event["seq"]
+    receipt.last_event_hash = sealed["hash"]
+    return ReceiptEvent.objects.create(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"],
+                                       hash=sealed["hash"], signature=dict(sealed["sig"]), recorded_at=signer.at)
+
+
+_STATUS_AFTER: dict[str, str | None] = {
+    chain.ISSUED: ReceiptStatus.ACTIVE, chain.SPLIT_FROM: ReceiptStatus.ACTIVE,
+    chain.ENCUMBERED: ReceiptStatus.ENCUMBERED, chain.RELEASED: ReceiptStatus.ACTIVE,
+    chain.PLEDGED: ReceiptStatus.PLEDGED, chain.UNPLEDGED: ReceiptStatus.ACTIVE,
+    chain.FROZEN: ReceiptStatus.FROZEN, chain.UNFROZEN: None,  # back to the status before the freeze
+    chain.TRANSFERRED: ReceiptStatus.ACTIVE, chain.SPLIT: ReceiptStatus.SPLIT,
+    chain.WITHDRAWAL_REQUESTED: ReceiptStatus.WITHDRAWAL_REQUESTED,
+    chain.WITHDRAWAL_CANCELLED: ReceiptStatus.ACTIVE, chain.WITHDRAWN: ReceiptStatus.WITHDRAWN,
+}
+
+_RECEIPT_FIELDS = ["status", "frozen_from", "holder", "encumbrance_ref", "last_event_seq", "last_event_hash",
+                   "closed_at"]
+
+
+def _next_number(metal: Metal, year: int) -> str:
+    """WR-GA-2026-000123. Takes the metal/year counter's row lock."""
+    counter = receipt_counter_for_update(metal_id=metal.pk, year=year).first()
+    if counter is None:
+        try:
+            with transaction.atomic():
+                ReceiptNumberCounter.objects.create(metal=metal, year=year)
+        except IntegrityError:
+            pass
+        counter = receipt_counter_for_update(metal_id=metal.pk, year=year).get()
+    counter.last += 1
+    counter.save(update_fields=["last"])
+    return f"WR-{metal.symbol.upper()}-{year}-{counter.last:06d}"
+
+
+def open_quantity(lot: Lot) -> Decimal:
+    total = Receipt.objects.filter(lot=lot, status__in=OPEN_STATUSES).aggregate(t=Sum("quantity_kg"))["t"]
+    return total or Decimal("0")
+
+
+def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Member) -> Receipt:
+    """Issue a receipt for (part of) a graded lot to its holder. Takes the lot's row lock, so two issues
+    can never together exceed the lot's mass."""
+    _require_operator(lot.warehouse, issued_by)
+    quantity = parse_mass(quantity_kg)
+    if lot.graded_at is None:
+        raise Conflict("Grade the lot before issuing receipts for it.", code="lot_not_graded")
+    if not holder.is_approved:
+        raise NotAllowed("The holder is not an approved member.", code="holder_not_approved")
+    attestations = list(lot.attestations.order_by("kind", "created_at", "pk"))
+    with transaction.atomic():
+        lot_for_update(lot.pk).get()
+        available = lot.net_mass_kg - open_quantity(lot)
+        if quantity > available:
+            raise Conflict(f"Only {available} kg of lot {lot.reference} is not yet receipted.",
+                           code="lot_over_issued", details={"available_kg": str(available)})
+        signer = _Signer.now()
+        receipt = Receipt.objects.create(
+            number=_next_number(lot.metal, signer.at.year), lot=lot, grade=lot.grade, quantity_kg=quantity,
+            holder=holder, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
+        data = chain.issued_data(
+            metal=lot.metal.symbol, grade=lot.grade.code if lot.grade else None, form=lot.form,
+            quantity=format_kg(quantity), warehouse=lot.warehouse.code, holder=member_ref(holder),
+            lot=lot_document(lot), grade_spec=lot.grade.spec if lot.grade else None,
+            attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations])
+        _append(receipt, chain.ISSUED, data, signer)
+        receipt.save(update_fields=_RECEIPT_FIELDS)
+    return receipt
+
+
+# --- moving title ---------------------------------------------------------------------------------
+
+def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _Signer,
+           trade: str | None = None) -> list[Receipt]:
+    """Close `receipt` and open one child per (quantity, holder); quantities sum to the parent's.
+    Caller holds the receipt's row lock."""
+    assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
+    children = [Receipt(number=_next_number(receipt.lot.metal, signer.at.year), lot_id=receipt.lot_id,
+                        parent=receipt, grade_id=receipt.grade_id, quantity_kg=q, holder=h,
+                        status=ReceiptStatus.ACTIVE, issued_at=signer.at) for q, h in parts]
+    data: dict[str, Any] = {"children": [{"receipt": c.number, "quantity": format_kg(c.quantity_kg),
+                                          "holder": member_ref(h)} for c, (_, h) in zip(children, parts, strict=True)]}
+    if trade:
+        data["trade"] = trade
+    split_event = _append(receipt, chain.SPLIT, data, signer)
+    receipt.encumbrance_ref = ""
+    receipt.save(update_fields=_RECEIPT_FIELDS)
+    Receipt.objects.bulk_create(children)
+    for child, (_, holder) in zip(children, parts, strict=True):
+        _append(child, chain.SPLIT_FROM, {"parent": receipt.number, "parent_event_hash": split_event.hash,
+                                          "quantity": format_kg(child.quantity_kg), "holder": member_ref(holder)},
+                signer)
+        child.save(update_fields=_RECEIPT_FIELDS)
+    return children
+
+
+def receipt_split(*, receipt: Receipt, quantities: Sequence[Any], by: Member) -> list[Receipt]:
+    """The holder splits an active receipt into parts that keep the lot's proof. Takes the row lock."""
+    parts = [parse_mass(q) for q in quantities]
+    with transaction.atomic():
+        locked = _locked_own(receipt, by)
+        if len(parts) < 2 or sum(parts) != locked.quantity_kg:
+            raise ValidationFailed(f"Parts must be at least two and sum to {locked.quantity_kg} kg.",
+                                   code="quantity_not_conserved", field="quantities")
+        if locked.status != ReceiptStatus.ACTIVE:
+            raise IllegalTransition(f"Receipt {locked.number} is {locked.status}; only an active receipt splits.")
+        return _split(locked, [(q, locked.holder) for q in parts], _Signer.now())
+
+
+def _locked_own(receipt: Receipt, member: Member) -> Receipt:
+    locked = receipts_for_update([receipt.pk]).select_related("lot__metal", "holder").first()
+    if locked is None or locked.holder_id != member.pk:
+        raise NotFound("No such receipt.")
+    return locked
+
+
+def receipts_encumber(*, receipts: Sequence[Receipt], quantity_kg: Decimal, order_ref: str) -> list[Receipt]:
+    """Encumber `quantity_kg` from the holder's `receipts` (already locked, oldest first) for a sell order,
+    splitting the last one if it holds more than needed. Returns the encumbered receipts."""
+    if sum((r.quantity_kg for r in receipts), Decimal(0)) < quantity_kg:
+        raise InsufficientReceipts("Your eligible receipts do not cover the quantity.",
+                                   details={"required_kg": str(quantity_kg)})
+    signer = _Signer.now()
+    taken: list[Receipt] = []
+    needed = quantity_kg
+    for receipt in receipts:
+        if needed <= 0:
+            break
+        if receipt.quantity_kg > needed:
+            receipt, _rest = _split(receipt, [(needed, receipt.holder), (receipt.quantity_kg - needed,
+                                                                           receipt.holder)], signer)
+        _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer)
+        receipt.encumbrance_ref = order_ref
+        receipt.save(update_fields=_RECEIPT_FIELDS)
+        taken.append(receipt)
+        needed -= receipt.quantity_kg
+    return taken
+
+
+def receipts_release(*, order_ref: str, holder: Member) -> list[Receipt]:
+    """Release every receipt a cancelled or finished sell order still holds. Takes their row locks."""
+    pks = list(Receipt.objects.filter(holder=holder, encumbrance_ref=order_ref,
+                                      status=ReceiptStatus.ENCUMBERED).values_list("pk", flat=True))
+    if not pks:
+        return []
+    signer = _Signer.now()
+    released = list(receipts_for_update(pks))
+    for receipt in released:
+        _append(receipt, chain.RELEASED, {"order": order_ref}, signer)
+        receipt.encumbrance_ref = ""
+        receipt.save(update_fields=_RECEIPT_FIELDS)
+    return released
+
+
+def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_kg: Decimal,
+                     trade_ref: str) -> list[Receipt]:
+    """Delivery leg of DvP: move `quantity_kg` of the sell order's encumbered receipts to the buyer, oldest
+    first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks."""
+    pks = list(Receipt.objects.filter(holder=seller, encumbrance_ref=order_ref, status=ReceiptStatus.ENCUMBERED)
+               .order_by("pk").values_list("pk", flat=True))
+    receipts = list(receipts_for_update(pks).select_related("lot__metal"))
+    if sum((r.quantity_kg for r in receipts), Decimal(0)) < quantity_kg:
+        raise InsufficientReceipts(f"Order {order_ref} holds less than {quantity_kg} kg.")
+    signer = _Signer.now()
+    delivered: list[Receipt] = []
+    needed = quantity_kg
+    for receipt in receipts:
+        if needed <= 0:
+            break
+        if receipt.quantity_kg <= needed:
+            _append(receipt, chain.TRANSFERRED, {"from": member_ref(seller), "to": member_ref(buyer),
+                                                 "quantity": format_kg(receipt.quantity_kg), "trade": trade_ref},
+                    signer)
+            receipt.holder = buyer
+            receipt.encumbrance_ref = ""
+            receipt.save(update_fields=_RECEIPT_FIELDS)
+            delivered.append(receipt)
+            needed -= receipt.quantity_kg
+            continue
+        bought, rest = _split(receipt, [(needed, buyer), (receipt.quantity_kg - needed, seller)], signer,
+                              trade=trade_ref)
+        _append(rest, chain.ENCUMBERED, {"order": order_ref}, signer)
+        rest.encumbrance_ref = order_ref
+        rest.save(update_fields=_RECEIPT_FIELDS)
+        delivered.append(bought)
+        needed = Decimal(0)
+    return delivered
+
+
+# --- holds, pledges, withdrawals ---------------------------------------------------------------------
+
+def _change(receipt: Receipt, kind: str, data: dict[str, Any]) -> Receipt:
+    with transaction.atomic():
+        locked = receipts_for_update([receipt.pk]).get()
+        _append(locked, kind, data, _Signer.now())
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
+
+
+def receipt_freeze(*, receipt: Receipt, reason: str) -> Receipt:
+    """A compliance hold: nothing moves until unfrozen. Takes the row lock."""
+    if not reason.strip():
+        raise ValidationFailed("Freezing needs a reason.", code="reason_required", field="reason")
+    return _change(receipt, chain.FROZEN, {"reason": reason.strip()})
+
+
+def receipt_unfreeze(*, receipt: Receipt, reason: str) -> Receipt:
+    if not reason.strip():
+        raise ValidationFailed("Unfreezing needs a reason.", code="reason_required", field="reason")
+    return _change(receipt, chain.UNFROZEN, {"reason": reason.strip()})
+
+
+def receipt_pledge(*, receipt: Receipt, by: Member, lender: Member, loan: str) -> Receipt:
+    with transaction.atomic():
+        locked = _locked_own(receipt, by)
+        _append(locked, chain.PLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
+        locked.encumbrance_ref = f"loan:{loan}"
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
+
+
+def receipt_unpledge(*, receipt: Receipt, lender: Member, loan: str) -> Receipt:
+    with transaction.atomic():
+        locked = receipts_for_update([receipt.pk]).get()
+        if locked.encumbrance_ref != f"loan:{loan}":
+            raise Conflict("The receipt is not pledged under that loan.", code="not_pledged")
+        _append(locked, chain.UNPLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
+        locked.encumbrance_ref = ""
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
+
+
+def receipt_withdrawal_request(*, receipt: Receipt, by: Member, withdrawal_ref: str) -> Receipt:
+    """The holder asks the warehouse to deliver the metal out. Callers check compliance first."""
+    with transaction.atomic():
+        locked = _locked_own(receipt, by)
+        _append(locked, chain.WITHDRAWAL_REQUESTED, {"withdrawal": withdrawal_ref}, _Signer.now())
+        locked.encumbrance_ref = f"withdrawal:{withdrawal_ref}"
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
+
+
+def receipt_withdrawal_complete(*, receipt: Receipt, by: Member) -> Receipt:
+    """The warehouse has delivered the metal: the receipt is closed for good."""
+    with transaction.atomic():
+        locked = receipts_for_update([receipt.pk]).select_related("lot__warehouse").first()
+        if locked is None or locked.lot.warehouse.operator_id != by.pk:
+            raise NotFound("No such receipt.")
+        if locked.status != ReceiptStatus.WITHDRAWAL_REQUESTED:
+            raise IllegalTransition(f"Receipt {locked.number} is {locked.status}; the holder has not asked "
+                                    "to withdraw it.", details={"status": locked.status})
+        ref = locked.encumbrance_ref.removeprefix("withdrawal:")
+        _append(locked, chain.WITHDRAWN, {"quantity": format_kg(locked.quantity_kg), "withdrawal": ref},
+                _Signer.now())
+        locked.encumbrance_ref = ""
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
+
+
+# --- storage --------------------------------------------------------------------------------------------
+
+def storage_reading_record(*, warehouse: Warehouse, by: Member, location: str, observed_at: datetime,
+                           temperature_c: Decimal, humidity_pct: Decimal, seal_intact: bool) -> StorageReading:
+    """Record a sensor reading; a breach of any stored metal's limits (or a broken seal) opens an incident
+    that flags every open receipt at that location."""
+    _require_operator(warehouse, by)
+    if observed_at > timezone.now() + timedelta(minutes=5):
+        raise ValidationFailed("observed_at is in the future.", code="invalid_date", field="observed_at")
+    if not Decimal(0) <= humidity_pct <= Decimal(100):
+        raise ValidationFailed("humidity_pct must be within 0..100.", code="invalid_reading", field="humidity_pct")
+    with transaction.atomic():
+        reading = StorageReading.objects.create(warehouse=warehouse, location=location, observed_at=observed_at,
+                                                temperature_c=temperature_c, humidity_pct=humidity_pct,
+                                                seal_intact=seal_intact)
+        open_receipts = list(Receipt.objects.filter(lot__warehouse=warehouse, lot__location=location,
+                                                    status__in=OPEN_STATUSES).select_related("lot__metal"))
+        breaches: list[dict[str, str]] = []
+        if not seal_intact:
+            breaches.append({"limit": "seal", "measured": "broken", "allowed": "intact"})
+        for metal in {r.lot.metal for r in open_receipts}:
+            if metal.max_temp_c is not None and temperature_c > metal.max_temp_c:
+                breaches.append({"metal": metal.symbol, "limit": "max_temp_c", "measured": str(temperature_c),
+                                 "allowed": str(metal.max_temp_c)})
+            if metal.min_temp_c is not None and temperature_c < metal.min_temp_c:
+                breaches.append({"metal": metal.symbol, "limit": "min_temp_c", "measured": str(temperature_c),
+                                 "allowed": str(metal.min_temp_c)})
+            if metal.max_humidity_pct is not None and humidity_pct > metal.max_humidity_pct:
+                breaches.append({"metal": metal.symbol, "limit": "max_humidity_pct", "measured": str(humidity_pct),
+                                 "allowed": str(metal.max_humidity_pct)})
+        if breaches:
+            incident = StorageIncident.objects.create(warehouse=warehouse, location=location, reading=reading,
+                                                      breaches=breaches)
+            incident.receipts.set(open_receipts)
+    return reading
+
+
+def storage_incident_close(*, incident: StorageIncident, reason: str) -> StorageIncident:
+    if not reason.strip():
+        raise ValidationFailed("Closing an incident needs a reason.", code="reason_required", field="reason")
+    if incident.closed_at is not None:
+        raise Conflict("The incident is already closed.", code="incident_closed")
+    incident.closed_at = timezone.now()
+    incident.closed_reason = reason.strip()
+    incident.save(update_fields=["closed_at", "closed_reason"])
+    return incident
+
+
+# --- proof of stock ----------------------------------------------------------------------------------------
+
+def stock_statement_submit(*, warehouse: Warehouse, by: Member, document: Any, signature: Any) -> StockStatement:
+    """A warehouse's signed statement of its stock: {"type": "stock_statement", "warehouse", "asOf",
+    "lots": [{"lot": ref, "quantity": "kg"}]}. Reconciled against open receipts by a Celery task."""
+    _require_operator(warehouse, by)
+    if not isinstance(document, dict) or document.get("type") != "stock_statement" \
+            or document.get("warehouse") != warehouse.code or not isinstance(document.get("lots"), list):
+        raise ValidationFailed('document must be {"type": "stock_statement", "warehouse": code, "asOf", "lots"}.',
+                               code="invalid_statement", field="document")
+    as_of = parse_utc(document.get("asOf"))
+    if as_of is None or as_of > timezone.now() + timedelta(minutes=5):
+        raise ValidationFailed("asOf must be a past ISO 8601 UTC time.", code="invalid_statement", field="document")
+    for i, row in enumerate(document["lots"]):
+        if not isinstance(row, dict) or not isinstance(row.get("lot"), str):
+            raise ValidationFailed(f"lots[{i}] needs a lot reference.", code="invalid_statement", field="document")
+        parse_mass(row.get("quantity"), field=f"lots[{i}].quantity")
+    try:
+        canonical = canonical_bytes(document)
+    except ProofError as exc:
+        raise _proof_error(exc) from exc
+    key = SigningKey.objects.filter(kid=(signature or {}).get("kid") if isinstance(signature, dict) else None,
+                                    member=warehouse.operator, revoked_at__isnull=True).first()
+    if key is None:
+        raise ValidationFailed("The statement must be signed by a live key of the warehouse operator.",
+                               code="unknown_key", field="signature")
+    public = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
+    if not verify_bytes(canonical, signature, public):
+        raise ValidationFailed("The signature does not verify.", code="signature_invalid", field="signature")
+    try:
+        with transaction.atomic():
+            statement = StockStatement.objects.create(warehouse=warehouse, as_of=as_of, document=document,
+                                                      canonical=canonical.decode(), signature=signature,
+                                                      signing_key=key)
+            transaction.on_commit(lambda: _enqueue_reconcile(statement.pk))
+            return statement
+    except IntegrityError as exc:
+        raise Conflict("A statement for that time exists.", code="statement_exists") from exc
+
+
+def stock_statement_reconcile(*, statement_id: int) -> list[StockGap]:
+    """Compare a statement with the open receipts per lot; a lot receipted beyond the stated stock is a gap.
+    Idempotent: a statement is reconciled once."""
+    with transaction.atomic():
+        statement = StockStatement.objects.select_for_update().filter(pk=statement_id).first()
+        if statement is None or statement.reconciled_at is not None:
+            return list(StockGap.objects.filter(statement_id=statement_id))
+        stated = {row["lot"]: Decimal(row["quantity"]) for row in statement.document["lots"]}
+        receipted: dict[str, Decimal] = {}
+        lots = {}
+        for lot_id, total in (Receipt.objects.filter(lot__warehouse=statement.warehouse, status__in=OPEN_STATUSES)
+                              .values_list("lot_id").annotate(total=Sum("quantity_kg"))):
+            lot = Lot.objects.select_related("warehouse").get(pk=lot_id)
+            receipted[lot.reference] = total
+            lots[lot.reference] = lot
+        gaps = [StockGap(statement=statement, lot=lots[ref], stated_kg=stated.get(ref, Decimal(0)), receipted_kg=total)
+                for ref, total in sorted(receipted.items()) if total > stated.get(ref, Decimal(0))]
+        StockGap.objects.bulk_create(gaps)
+        statement.reconciled_at = timezone.now()
+        statement.gaps = [{"lot": g.lot.reference, "stated_kg": str(g.stated_kg), "receipted_kg": str(g.receipted_kg)}
+                          for g in gaps]
+        statement.save(update_fields=["reconciled_at", "gaps"])
+    return gaps
+
+
+
+def _enqueue_reconcile(statement_id: int) -> None:
+    from receipts.tasks import stock_statement_reconcile_task  # tasks import services; break the cycle here
+
+    stock_statement_reconcile_task.delay(statement_id)

@@ -1,0 +1,115 @@
+"""The double-entry cash ledger: every movement is one journal entry whose postings sum to zero per currency.
+
+Balances live on Account rows (available, held) and change only here, inside the caller's transaction,
+after the accounts are locked in pk order. The database refuses a negative member balance (CHECK).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from config.errors import Conflict, ValidationFailed
+from members.models import Member, User
+from trading.lock_objects import accounts_for_update
+from trading.models import Account, AccountKind, JournalEntry, Posting
+from trading.money import quantize_money
+
+AVAILABLE = "available"
+HELD = "held"
+Leg = tuple[Account, str, Decimal]  # account, bucket, signed amount
+
+
+class InsufficientFunds(Conflict):
+    default_code = "insufficient_cash"
+
+
+def member_account(member: Member, currency: str) -> Account:
+    account = Account.objects.filter(member=member, currency=currency, kind=AccountKind.MEMBER).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(member=member, currency=currency, kind=AccountKind.MEMBER)
+    except IntegrityError:  # created concurrently
+        return Account.objects.get(member=member, currency=currency, kind=AccountKind.MEMBER)
+
+
+def system_account(kind: str, currency: str) -> Account:
+    account = Account.objects.filter(kind=kind, currency=currency, member=None).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(kind=kind, currency=currency)
+    except IntegrityError:
+        return Account.objects.get(kind=kind, currency=currency, member=None)
+
+
+def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: User | None = None,
+         locked: bool = False) -> JournalEntry:
+    """Write one balanced journal entry and apply it to the balances. Locks the accounts unless `locked`."""
+    legs = [(acc, bucket, quantize_money(amount)) for acc, bucket, amount in legs if amount]
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for account, _, amount in legs:
+        totals[account.currency] += amount
+    if any(total != 0 for total in totals.values()):
+        raise ValueError(f"unbalanced journal entry {kind}: {dict(totals)}")
+    with transaction.atomic():
+        if not locked:
+            current = {a.pk: a for a in accounts_for_update([acc.pk for acc, _, _ in legs])}
+        else:
+            current = {acc.pk: acc for acc, _, _ in legs}
+        delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+        for account, bucket, amount in legs:
+            delta[(account.pk, bucket)] += amount
+        for (pk, bucket), amount in delta.items():
+            account = current[pk]
+            if account.kind != AccountKind.EXTERNAL and getattr(account, bucket) + amount < 0:
+                raise InsufficientFunds(
+                    f"Not enough {bucket} cash: {getattr(account, bucket)} {account.currency}, needs {-amount}.",
+                    details={"currency": account.currency, bucket: str(getattr(account, bucket)),
+                             "required": str(-amount)})
+        entry = JournalEntry.objects.create(kind=kind, reference=reference[:64], memo=memo, created_by=by)
+        Posting.objects.bulk_create(
+            Posting(entry=entry, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
+            for acc, bucket, amount in legs)
+        for (pk, bucket), amount in delta.items():
+            Account.objects.filter(pk=pk).update(**{bucket: F(bucket) + amount})
+            setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
+    return entry
+
+
+def _positive(amount: Decimal) -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise ValidationFailed("Amount must be a positive number.", code="invalid_amount", field="amount")
+    if quantize_money(amount) != amount:
+        raise ValidationFailed("Amount has more than two decimals.", code="invalid_amount", field="amount")
+    return amount
+
+
+def cash_deposit(*, member: Member, currency: str, amount: Decimal, by: User | None, reason: str) -> JournalEntry:
+    """Staff record money received from a member's bank: the outside world pays the member."""
+    amount = _positive(amount)
+    if not reason.strip():
+        raise ValidationFailed("A deposit needs a reason.", code="reason_required", field="reason")
+    with transaction.atomic():
+        account = member_account(member, currency)
+        external = system_account(AccountKind.EXTERNAL, currency)
+        return post(kind="deposit", reference=f"M{member.pk}", memo=reason, by=by,
+                    legs=[(external, AVAILABLE, -amount), (account, AVAILABLE, amount)])
+
+
+def cash_withdraw(*, member: Member, currency: str, amount: Decimal, by: User | None, reason: str) -> JournalEntry:
+    amount = _positive(amount)
+    if not reason.strip():
+        raise ValidationFailed("A withdrawal needs a reason.", code="reason_required", field="reason")
+    with transaction.atomic():
+        account = member_account(member, currency)
+        external = system_account(AccountKind.EXTERNAL, currency)
+        return post(kind="withdrawal", reference=f"M{member.pk}", memo=reason, by=by,
+                    legs=[(account, AVAILABLE, -amount), (external, AVAILABLE, amount)])

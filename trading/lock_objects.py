@@ -1,0 +1,21 @@
+"""Every row lock the trading app takes. Order: instrument, then accounts by pk; receipts are locked by
+receipts.lock_objects (by pk) after the instrument, so two transactions never wait on each other in a cycle."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from trading.models import Account, Instrument, Order
+
+
+def instrument_for_update(pk: int) -> QuerySet[Instrument]:
+    # One row lock per instrument serialises its book across every web process and worker.
+    return Instrument.objects.select_for_update().filter(pk=pk)
+
+
+def accounts_for_update(pks: list[int]) -> QuerySet[Account]:
+    return Account.objects.select_for_update().filter(pk__in=sorted(set(pks))).order_by("pk")
+
+
+def orders_for_update(pks: list[int]) -> QuerySet[Order]:
+    return Order.objects.select_for_update(of=("self",)).filter(pk__in=sorted(set(pks))).order_by("pk")
