@@ -3,13 +3,18 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import HealthView
+from receipts.api import JwksView
 
 api_v1 = [
     path("", include("members.urls")),
+    path("", include("receipts.urls")),
+    path("", include("trading.urls")),
+    path("", include("compliance.urls")),
 ]
 
 urlpatterns = [
     path("healthz", HealthView.as_view(), name="healthz"),
+    path(".well-known/jwks.json", JwksView.as_view(), name="jwks"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -20,7 +20,6 @@ DEMO_OFFICER_TOTP_HEX = "3132333435363738393031323334353637383930"
 
 # (username, member name, legal id, country, roles, approved)
 DEMO_MEMBERS: list[tuple[str, str, str, str, list[str], bool]] = [
-    ("platform", "Ingot Platform (demo)", "DEMO-INGOT-0001", "SG", ["platform"], True),
     ("sgc", "Shanghai Gallium Co (demo)", "DEMO-CN-91310000-01", "CN", ["producer", "trader"], True),
     ("gtw", "Ganzhou Tungsten Works (demo)", "DEMO-CN-91360700-02", "CN", ["producer", "trader"], True),
     ("nir", "Nordic Indium Recycling AB (demo)", "DEMO-SE-556677-8899", "SE", ["recycler", "trader"], True),

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from receipts.models import Lot, Receipt, ReceiptNumberCounter
+from receipts.models import Lot, Receipt, ReceiptNumberCounter, StockStatement, StorageIncident
 
 
 def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
@@ -19,3 +19,13 @@ def lot_for_update(pk: int) -> QuerySet[Lot]:
 
 def receipt_counter_for_update(*, metal_id: int, year: int) -> QuerySet[ReceiptNumberCounter]:
     return ReceiptNumberCounter.objects.select_for_update().filter(metal_id=metal_id, year=year)
+
+
+def open_incident_for_update(*, warehouse_id: int, location: str) -> QuerySet[StorageIncident]:
+    """Open storage incidents at a location, oldest first (new breaches join the oldest)."""
+    return StorageIncident.objects.select_for_update().filter(
+        warehouse_id=warehouse_id, location=location, closed_at__isnull=True).order_by("pk")
+
+
+def stock_statement_for_update(pk: int) -> QuerySet[StockStatement]:
+    return StockStatement.objects.select_for_update().filter(pk=pk)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from members.keys import b64url_decode
 from members.models import Member, SigningKey
 from receipts import bundles
 from receipts.canonical import utc_stamp
-from receipts.models import Attestation, Lot, Receipt, ReceiptEvent, Warehouse
+from receipts.models import (
+    OPEN_STATUSES,
+    Attestation,
+    Lot,
+    Receipt,
+    ReceiptEvent,
+    ReceiptStatus,
+    StorageIncident,
+    Warehouse,
+)
 from receipts.platform_keys import platform_signer
 from receipts.services import lot_document
 from receipts.signing import registered_key_jwk
@@ -25,12 +36,29 @@ def receipts_visible_to(member: Member) -> QuerySet[Receipt]:
 
 
 def lots_visible_to(member: Member) -> QuerySet[Lot]:
-    return Lot.objects.filter(Q(warehouse__operator=member) | Q(depositor=member)).select_related(
-        "warehouse", "metal", "grade")
+    """The operator and the depositor see a lot, and so does whoever holds a receipt on it: a holder may
+    read what its title rests on."""
+    held = Receipt.objects.filter(lot=OuterRef("pk"), holder=member)
+    return Lot.objects.filter(Q(warehouse__operator=member) | Q(depositor=member) | Exists(held)).select_related(
+        "warehouse", "metal", "grade", "producer", "depositor")
 
 
 def warehouses_of(member: Member) -> QuerySet[Warehouse]:
     return Warehouse.objects.filter(operator=member)
+
+
+def open_incidents_of(receipt: Receipt) -> QuerySet[StorageIncident]:
+    """Storage incidents still open that flag this receipt."""
+    return StorageIncident.objects.filter(receipts=receipt, closed_at__isnull=True).order_by("opened_at", "pk")
+
+
+def lot_quantities(lot: Lot) -> dict[str, Decimal]:
+    """How much of the lot is under open receipts, has been withdrawn, and may still be receipted."""
+    rows = dict(Receipt.objects.filter(lot=lot).exclude(status=ReceiptStatus.SPLIT)
+                .values_list("status").annotate(total=Sum("quantity_kg")).order_by())
+    withdrawn = rows.pop(ReceiptStatus.WITHDRAWN, Decimal(0))
+    open_kg = sum((total for status, total in rows.items() if status in OPEN_STATUSES), Decimal(0))
+    return {"open_kg": open_kg, "withdrawn_kg": withdrawn, "available_kg": lot.net_mass_kg - open_kg - withdrawn}
 
 
 def _stamp(moment: Any) -> str | None:
@@ -39,14 +67,19 @@ def _stamp(moment: Any) -> str | None:
 
 def key_jwk(key: SigningKey) -> dict[str, Any]:
     public = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
-    return registered_key_jwk(public, member=key.member.legal_id, roles=sorted(key.member.role_set()),
+    # roles.all() rather than role_set(): it uses a prefetch when the caller made one (jwks() does).
+    roles = sorted({r.role for r in key.member.roles.all()})
+    return registered_key_jwk(public, member=key.member.legal_id, roles=roles,
                               valid_from=utc_stamp(key.valid_from), valid_to=_stamp(key.valid_to),
                               revoked_at=_stamp(key.revoked_at))
 
 
-def jwks() -> dict[str, Any]:
-    """Every registered key, published: old and revoked keys stay so old signatures can be judged."""
+def jwks(kids: Iterable[str] | None = None) -> dict[str, Any]:
+    """Every registered key, published: old and revoked keys stay so old signatures can be judged.
+    With `kids`, only those keys (what a verifier needs to judge one bundle)."""
     keys = SigningKey.objects.select_related("member").prefetch_related("member__roles").order_by("pk")
+    if kids is not None:
+        keys = keys.filter(kid__in=list(kids))
     return {"keys": [key_jwk(k) for k in keys]}
 
 
@@ -70,12 +103,12 @@ def receipt_bundle(receipt: Receipt) -> dict[str, Any]:
     for ancestor in lineage:
         ancestors.append({"receipt": ancestor.number, "chain": _sealed(list(ancestor.events.order_by("seq")))})
     chain = _sealed(list(receipt.events.order_by("seq")))
-    kids = {a.signature["kid"] for a in attestations}
+    kids: set[str] = {str(a.signature["kid"]) for a in attestations}  # type: ignore[index]  # JSONField
     for sealed in [*chain, *(s for a in ancestors for s in a["chain"])]:
-        kids.add(sealed["sig"]["kid"])
+        kids.add(sealed["sig"]["kid"])  # type: ignore[index]  # a sealed event: {"event", "hash", "sig"}
     key, kid = platform_signer()
     kids.add(kid)
-    keys = [key_jwk(k) for k in SigningKey.objects.filter(kid__in=kids).select_related("member")]
+    keys = jwks(kids)["keys"]
     lot = receipt.lot
     header = {
         "number": receipt.number, "metal": lot.metal.symbol, "grade": receipt.grade.code if receipt.grade else None,

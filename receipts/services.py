@@ -16,7 +16,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import Conflict, IllegalTransition, NotAllowed, NotFound, ValidationFailed
@@ -27,8 +28,14 @@ from receipts.bundles import DOCUMENT_TIME, SIGNER_ROLES, attestation_lot_matche
 from receipts.canonical import canonical_bytes, parse_utc, utc_stamp
 from receipts.catalogue import load_catalogue, parse_grade
 from receipts.errors import ProofError
-from receipts.grading import AssayProfile, GradingResult, grade_lot
-from receipts.lock_objects import lot_for_update, receipt_counter_for_update, receipts_for_update
+from receipts.grading import AssayProfile, GradeEvaluation, GradingResult, grade_lot
+from receipts.lock_objects import (
+    lot_for_update,
+    open_incident_for_update,
+    receipt_counter_for_update,
+    receipts_for_update,
+    stock_statement_for_update,
+)
 from receipts.models import (
     OPEN_STATUSES,
     Attestation,
@@ -115,6 +122,15 @@ def warehouse_create(*, operator: Member, code: str, name: str, country: str, re
                                         approved=approved)
 
 
+def warehouse_set_approved(*, warehouse: Warehouse, approved: bool) -> Warehouse:
+    """A compliance officer approves a warehouse to register lots (or withdraws the approval). Receipts
+    already issued there stay valid; only new lots need an approved warehouse."""
+    if warehouse.approved != approved:
+        warehouse.approved = approved
+        warehouse.save(update_fields=["approved"])
+    return warehouse
+
+
 def _require_operator(warehouse: Warehouse, member: Member) -> None:
     if warehouse.operator_id != member.pk:
         raise NotFound("No such warehouse.")  # another member's warehouse is invisible, not forbidden
@@ -158,7 +174,8 @@ def lot_document(lot: Lot) -> dict[str, Any]:
     return {
         "ref": lot.reference, "metal": lot.metal.symbol, "form": lot.form,
         "net_mass_kg": format_kg(lot.net_mass_kg), "warehouse": lot.warehouse.code,
-        "warehouse_country": lot.warehouse.country.code, "package_count": lot.package_count,
+        "warehouse_country": lot.warehouse.country.code,  # type: ignore[attr-defined]  # a Country, stubs say str
+        "package_count": lot.package_count,
         "brand": lot.brand, "batch_number": lot.batch_number, "seal_numbers": list(lot.seal_numbers),
         "production_date": lot.production_date.isoformat(), "location": lot.location,
         "producer": member_ref(lot.producer) if lot.producer else None,
@@ -172,7 +189,17 @@ def _proof_error(exc: ProofError) -> ValidationFailed:
 
 
 def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, submitted_by: Member) -> Attestation:
-    """Accept a signed attestation about a lot after checking its shape, its lot, its key and signature."""
+    """Accept a signed attestation about a lot after checking its shape, its lot, its key and signature.
+
+    Only the lot's warehouse operator, or the member whose key signed the document, may submit it. That is
+    decided first, before anything about the lot (its reference) shows in an error: to anyone else the lot
+    does not exist."""
+    kid = signature.get("kid") if isinstance(signature, dict) else None
+    key = SigningKey.objects.select_related("member").filter(kid=kid).first() if isinstance(kid, str) else None
+    if submitted_by.pk != lot.warehouse.operator_id and (key is None or key.member_id != submitted_by.pk):
+        raise NotFound("No such lot.")
+    if not submitted_by.is_approved:
+        raise NotAllowed("Only approved members act on the platform.", code="member_not_approved")
     if kind not in AttestationKind.values:
         raise ValidationFailed(f"Unknown attestation kind {kind!r}.", code="invalid_attestation", field="kind")
     problems = validate_attestation(kind, document)
@@ -190,7 +217,6 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
         canonical = canonical_bytes(document)
     except ProofError as exc:
         raise _proof_error(exc) from exc
-    key = SigningKey.objects.select_related("member").filter(kid=signature["kid"]).first()
     if key is None:
         raise ValidationFailed("The signing key is not registered.", code="unknown_key", field="signature")
     now = timezone.now()
@@ -213,11 +239,11 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
     if signed_at is None or signed_at > now + timedelta(minutes=5):
         raise ValidationFailed(f"{DOCUMENT_TIME[kind]} must be a past UTC time.", code="invalid_attestation",
                                field="document")
-    if key.valid_from > signed_at or (key.revoked_at is not None and key.revoked_at <= signed_at):
+    # Judged as the offline verifier judges it: validity is half-open [valid_from, valid_to).
+    if key.valid_from > signed_at or (key.valid_to is not None and key.valid_to <= signed_at) \
+            or (key.revoked_at is not None and key.revoked_at <= signed_at):
         raise ValidationFailed("The key was not valid when the document was signed.", code="key_not_valid",
                                field="signature")
-    if submitted_by.pk not in (signer.pk, lot.warehouse.operator_id):
-        raise NotFound("No such lot.")
     public = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
     if not verify_bytes(canonical, signature, public):
         raise ValidationFailed("The signature does not verify over the canonical document.",
@@ -235,21 +261,48 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
 
 
 def lot_grade(*, lot: Lot, by: Member) -> GradingResult:
-    """Grade a lot from its latest assay against the metal's grades; stores the best grade met."""
+    """Grade a lot against its metal's grades from EVERY assay attached to it; stores the best grade that
+    all of them meet. Takes the lot's row lock, so grading and issuing never interleave.
+
+    Why every assay and not the latest: an issued receipt binds all of the lot's attestations, and the
+    offline verifier re-grades each bound assay against the claimed grade. Grading from the latest alone
+    would let a lot with an older, weaker assay carry a grade its own bundle then fails to support."""
     _require_operator(lot.warehouse, by)
-    assay = lot.attestations.filter(kind=AttestationKind.ASSAY).order_by("-created_at", "-pk").first()
-    if assay is None:
-        raise Conflict("The lot has no assay to grade from.", code="assay_missing")
-    grades = [parse_grade(g.spec) for g in Grade.objects.filter(metal=lot.metal)]
-    try:
-        result = grade_lot(lot.metal.symbol, lot.form, AssayProfile.from_document(assay.document), grades)
-    except ProofError as exc:
-        raise _proof_error(exc) from exc
-    lot.grade = Grade.objects.filter(code=result.grade).first() if result.grade else None
-    lot.grading = result.to_dict()
-    lot.graded_at = timezone.now()
-    lot.save(update_fields=["grade", "grading", "graded_at"])
+    with transaction.atomic():
+        lot_for_update(lot.pk).get()
+        assays = list(lot.attestations.filter(kind=AttestationKind.ASSAY).order_by("created_at", "pk"))
+        if not assays:
+            raise Conflict("The lot has no assay to grade from.", code="assay_missing")
+        grades = [parse_grade(g.spec) for g in Grade.objects.filter(metal=lot.metal)]
+        try:
+            results = [grade_lot(lot.metal.symbol, lot.form, AssayProfile.from_document(a.document), grades)
+                       for a in assays]
+        except ProofError as exc:
+            raise _proof_error(exc) from exc
+        result = _combine_gradings(results)
+        lot.grade = Grade.objects.filter(code=result.grade).first() if result.grade else None
+        lot.grading = {**result.to_dict(), "assays": [a.digest for a in assays]}
+        lot.graded_at = timezone.now()
+        lot.save(update_fields=["grade", "grading", "graded_at"])
     return result
+
+
+def _combine_gradings(results: Sequence[GradingResult]) -> GradingResult:
+    """One result for several assays of the same lot: a grade is met only if every assay meets it, and its
+    failures are every assay's failures (identical ones once)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    evaluations = []
+    for position, evaluation in enumerate(first.evaluations):
+        failures: list[Any] = []
+        for result in results:
+            for failure in result.evaluations[position].failures:
+                if failure not in failures:
+                    failures.append(failure)
+        evaluations.append(GradeEvaluation(code=evaluation.code, rank=evaluation.rank, failures=tuple(failures)))
+    best = next((e.code for e in evaluations if e.met), None)
+    return GradingResult(metal=first.metal, form=first.form, grade=best, evaluations=tuple(evaluations))
 
 
 # --- the event chain -----------------------------------------------------------------------------
@@ -321,27 +374,58 @@ def _next_number(metal: Metal, year: int) -> str:
 
 
 def open_quantity(lot: Lot) -> Decimal:
+    """Kilograms of the lot under open receipts (the invariant: never more than the lot's mass)."""
     total = Receipt.objects.filter(lot=lot, status__in=OPEN_STATUSES).aggregate(t=Sum("quantity_kg"))["t"]
     return total or Decimal("0")
 
 
-def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Member) -> Receipt:
-    """Issue a receipt for (part of) a graded lot to its holder. Takes the lot's row lock, so two issues
-    can never together exceed the lot's mass."""
-    _require_operator(lot.warehouse, issued_by)
-    quantity = parse_mass(quantity_kg)
+def receipted_quantity(lot: Lot) -> Decimal:
+    """Kilograms of the lot ever put under a receipt that was not split: open receipts plus withdrawn ones.
+
+    Withdrawn metal has left the warehouse, so it can never be receipted again; a split parent is not
+    counted because its children carry its quantity."""
+    total = (Receipt.objects.filter(lot=lot).exclude(status=ReceiptStatus.SPLIT)
+             .aggregate(t=Sum("quantity_kg"))["t"])
+    return total or Decimal("0")
+
+
+def _check_issuable(lot: Lot, attestations: Sequence[Attestation], at: datetime) -> None:
+    """Refuse to issue a receipt whose own bundle would fail verification: every bound attestation is
+    re-checked offline (assays re-graded, keys judged at the issue time)."""
     if lot.graded_at is None:
         raise Conflict("Grade the lot before issuing receipts for it.", code="lot_not_graded")
+    if any(a.kind == AttestationKind.ASSAY and a.created_at > lot.graded_at for a in attestations):
+        raise Conflict("An assay was attached after the lot was graded; grade it again before issuing.",
+                       code="lot_grading_stale")
+    for attestation in attestations:
+        key = attestation.signing_key
+        if key.revoked_at is not None and key.revoked_at <= at:
+            raise Conflict(f"The key that signed the {attestation.kind} attestation is revoked; its signature "
+                           "would not verify in the receipt's bundle.", code="attestation_key_revoked",
+                           details={"attestation": attestation.pk, "kid": key.kid})
+        signed_at = parse_utc(attestation.document.get(DOCUMENT_TIME[attestation.kind]))
+        if signed_at is None or signed_at > at:
+            raise Conflict(f"The {attestation.kind} attestation is dated after now; retry once that time has "
+                           "passed.", code="attestation_in_future", details={"attestation": attestation.pk})
+
+
+def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Member) -> Receipt:
+    """Issue a receipt for (part of) a graded lot to its holder. Takes the lot's row lock, so two issues
+    (or an issue and a re-grade) can never interleave, nor together exceed the lot's mass."""
+    _require_operator(lot.warehouse, issued_by)
+    quantity = parse_mass(quantity_kg)
     if not holder.is_approved:
         raise NotAllowed("The holder is not an approved member.", code="holder_not_approved")
-    attestations = list(lot.attestations.order_by("kind", "created_at", "pk"))
     with transaction.atomic():
-        lot_for_update(lot.pk).get()
-        available = lot.net_mass_kg - open_quantity(lot)
-        if quantity > available:
-            raise Conflict(f"Only {available} kg of lot {lot.reference} is not yet receipted.",
-                           code="lot_over_issued", details={"available_kg": str(available)})
+        # Re-read under the lock: the caller's copy may predate a re-grade.
+        lot = lot_for_update(lot.pk).select_related("warehouse", "metal", "grade", "producer").get()
+        attestations = list(lot.attestations.select_related("signing_key").order_by("kind", "created_at", "pk"))
         signer = _Signer.now()
+        _check_issuable(lot, attestations, signer.at)
+        available = lot.net_mass_kg - receipted_quantity(lot)
+        if quantity > available:
+            raise Conflict(f"Only {format_kg(available)} kg of lot {lot.reference} is not yet receipted.",
+                           code="lot_over_issued", details={"available_kg": format_kg(available)})
         receipt = Receipt.objects.create(
             number=_next_number(lot.metal, signer.at.year), lot=lot, grade=lot.grade, quantity_kg=quantity,
             holder=holder, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
@@ -533,6 +617,9 @@ def receipt_withdrawal_complete(*, receipt: Receipt, by: Member) -> Receipt:
         locked = receipts_for_update([receipt.pk]).select_related("lot__warehouse").first()
         if locked is None or locked.lot.warehouse.operator_id != by.pk:
             raise NotFound("No such receipt.")
+        if locked.status == ReceiptStatus.FROZEN:
+            raise Conflict(f"Receipt {locked.number} is frozen; nothing leaves the warehouse until it is "
+                           "unfrozen.", code="receipt_frozen", details={"status": locked.status})
         if locked.status != ReceiptStatus.WITHDRAWAL_REQUESTED:
             raise IllegalTransition(f"Receipt {locked.number} is {locked.status}; the holder has not asked "
                                     "to withdraw it.", details={"status": locked.status})
@@ -547,24 +634,34 @@ def receipt_withdrawal_complete(*, receipt: Receipt, by: Member) -> Receipt:
 # --- storage --------------------------------------------------------------------------------------------
 
 def storage_reading_record(*, warehouse: Warehouse, by: Member, location: str, observed_at: datetime,
-                           temperature_c: Decimal, humidity_pct: Decimal, seal_intact: bool) -> StorageReading:
-    """Record a sensor reading; a breach of any stored metal's limits (or a broken seal) opens an incident
-    that flags every open receipt at that location."""
+                           temperature_c: Decimal, humidity_pct: Decimal,
+                           seal_intact: bool) -> tuple[StorageReading, StorageIncident | None]:
+    """Record a sensor reading; a breach of the limits of any metal stored at that location (or a broken
+    seal) opens an incident that flags every open receipt there. Returns the reading and the incident it
+    opened or joined (None when nothing was breached).
+
+    The metals judged are those of every lot physically at the location (not fully withdrawn), receipted or
+    not: gallium melts at 29.76 °C whether or not a receipt rests on it. While an incident at the location
+    is open, further breaches join it instead of opening one incident per sensor sample."""
     _require_operator(warehouse, by)
     if observed_at > timezone.now() + timedelta(minutes=5):
         raise ValidationFailed("observed_at is in the future.", code="invalid_date", field="observed_at")
     if not Decimal(0) <= humidity_pct <= Decimal(100):
         raise ValidationFailed("humidity_pct must be within 0..100.", code="invalid_reading", field="humidity_pct")
+    if not location.strip():
+        raise ValidationFailed("location is required.", code="invalid_reading", field="location")
     with transaction.atomic():
         reading = StorageReading.objects.create(warehouse=warehouse, location=location, observed_at=observed_at,
                                                 temperature_c=temperature_c, humidity_pct=humidity_pct,
                                                 seal_intact=seal_intact)
-        open_receipts = list(Receipt.objects.filter(lot__warehouse=warehouse, lot__location=location,
-                                                    status__in=OPEN_STATUSES).select_related("lot__metal"))
+        withdrawn = Sum("receipts__quantity_kg", filter=Q(receipts__status=ReceiptStatus.WITHDRAWN))
+        lots = (Lot.objects.filter(warehouse=warehouse, location=location).select_related("metal")
+                .annotate(withdrawn_kg=Coalesce(withdrawn, Decimal(0))).filter(withdrawn_kg__lt=F("net_mass_kg")))
+        metals = {lot.metal for lot in lots}
         breaches: list[dict[str, str]] = []
         if not seal_intact:
             breaches.append({"limit": "seal", "measured": "broken", "allowed": "intact"})
-        for metal in {r.lot.metal for r in open_receipts}:
+        for metal in sorted(metals, key=lambda m: m.symbol):
             if metal.max_temp_c is not None and temperature_c > metal.max_temp_c:
                 breaches.append({"metal": metal.symbol, "limit": "max_temp_c", "measured": str(temperature_c),
                                  "allowed": str(metal.max_temp_c)})
@@ -574,11 +671,27 @@ def storage_reading_record(*, warehouse: Warehouse, by: Member, location: str, o
             if metal.max_humidity_pct is not None and humidity_pct > metal.max_humidity_pct:
                 breaches.append({"metal": metal.symbol, "limit": "max_humidity_pct", "measured": str(humidity_pct),
                                  "allowed": str(metal.max_humidity_pct)})
+        incident: StorageIncident | None = None
         if breaches:
-            incident = StorageIncident.objects.create(warehouse=warehouse, location=location, reading=reading,
-                                                      breaches=breaches)
-            incident.receipts.set(open_receipts)
-    return reading
+            stamp = utc_stamp(observed_at)
+            for breach in breaches:
+                breach["observed_at"] = stamp
+            open_receipts = list(Receipt.objects.filter(lot__warehouse=warehouse, lot__location=location,
+                                                        status__in=OPEN_STATUSES))
+            incident = open_incident_for_update(warehouse_id=warehouse.pk, location=location).first()
+            if incident is None:
+                incident = StorageIncident.objects.create(warehouse=warehouse, location=location, reading=reading,
+                                                          breaches=breaches)
+            else:
+                # Keep the first sample of each kind of breach: a sensor posting every minute must not grow
+                # the incident without bound.
+                known = {(b.get("metal"), b.get("limit")) for b in incident.breaches}
+                fresh = [b for b in breaches if (b.get("metal"), b.get("limit")) not in known]
+                if fresh:
+                    incident.breaches = [*incident.breaches, *fresh]
+                    incident.save(update_fields=["breaches"])
+            incident.receipts.add(*open_receipts)
+    return reading, incident
 
 
 def storage_incident_close(*, incident: StorageIncident, reason: str) -> StorageIncident:
@@ -605,26 +718,38 @@ def stock_statement_submit(*, warehouse: Warehouse, by: Member, document: Any, s
     as_of = parse_utc(document.get("asOf"))
     if as_of is None or as_of > timezone.now() + timedelta(minutes=5):
         raise ValidationFailed("asOf must be a past ISO 8601 UTC time.", code="invalid_statement", field="document")
+    seen: set[str] = set()
     for i, row in enumerate(document["lots"]):
         if not isinstance(row, dict) or not isinstance(row.get("lot"), str):
             raise ValidationFailed(f"lots[{i}] needs a lot reference.", code="invalid_statement", field="document")
-        parse_mass(row.get("quantity"), field=f"lots[{i}].quantity")
+        if row["lot"] in seen:  # two rows for one lot would silently overwrite each other when reconciled
+            raise ValidationFailed(f"lots[{i}]: lot {row['lot']} is stated twice.", code="invalid_statement",
+                                   field="document")
+        seen.add(row["lot"])
+        if not isinstance(row.get("quantity"), str):  # signed documents carry decimal strings, never floats
+            raise ValidationFailed(f"lots[{i}].quantity must be a decimal string of kg.", code="invalid_quantity",
+                                   field="document")
+        parse_mass(row["quantity"], field=f"lots[{i}].quantity")
     try:
         canonical = canonical_bytes(document)
     except ProofError as exc:
         raise _proof_error(exc) from exc
-    key = SigningKey.objects.filter(kid=(signature or {}).get("kid") if isinstance(signature, dict) else None,
-                                    member=warehouse.operator, revoked_at__isnull=True).first()
+    kid = signature.get("kid") if isinstance(signature, dict) else None
+    now = timezone.now()
+    key = SigningKey.objects.filter(kid=kid, member=warehouse.operator, revoked_at__isnull=True,
+                                    valid_from__lte=now).exclude(valid_to__lte=now).first() \
+        if isinstance(kid, str) else None
     if key is None:
         raise ValidationFailed("The statement must be signed by a live key of the warehouse operator.",
                                code="unknown_key", field="signature")
     public = Ed25519PublicKey.from_public_bytes(b64url_decode(key.public_key))
     if not verify_bytes(canonical, signature, public):
         raise ValidationFailed("The signature does not verify.", code="signature_invalid", field="signature")
+    sig = {"alg": "EdDSA", "kid": key.kid, "sig": signature["sig"]}
     try:
         with transaction.atomic():
             statement = StockStatement.objects.create(warehouse=warehouse, as_of=as_of, document=document,
-                                                      canonical=canonical.decode(), signature=signature,
+                                                      canonical=canonical.decode(), signature=sig,
                                                       signing_key=key)
             transaction.on_commit(lambda: _enqueue_reconcile(statement.pk))
             return statement
@@ -633,29 +758,33 @@ def stock_statement_submit(*, warehouse: Warehouse, by: Member, document: Any, s
 
 
 def stock_statement_reconcile(*, statement_id: int) -> list[StockGap]:
-    """Compare a statement with the open receipts per lot; a lot receipted beyond the stated stock is a gap.
-    Idempotent: a statement is reconciled once."""
+    """Compare a statement with the receipts that were open at its `asOf`, per lot; a lot receipted beyond
+    the stated stock (or not stated at all) is a gap. Idempotent: a statement is reconciled once.
+
+    Receipts are taken as they stood at `asOf` (issued by then, not yet closed), not as they stand when
+    the task runs: a receipt issued after the warehouse counted its stock is not a gap in that count."""
     with transaction.atomic():
-        statement = StockStatement.objects.select_for_update().filter(pk=statement_id).first()
+        statement = stock_statement_for_update(statement_id).first()
         if statement is None or statement.reconciled_at is not None:
             return list(StockGap.objects.filter(statement_id=statement_id))
+        as_of = statement.as_of
         stated = {row["lot"]: Decimal(row["quantity"]) for row in statement.document["lots"]}
-        receipted: dict[str, Decimal] = {}
-        lots = {}
-        for lot_id, total in (Receipt.objects.filter(lot__warehouse=statement.warehouse, status__in=OPEN_STATUSES)
-                              .values_list("lot_id").annotate(total=Sum("quantity_kg"))):
-            lot = Lot.objects.select_related("warehouse").get(pk=lot_id)
-            receipted[lot.reference] = total
-            lots[lot.reference] = lot
-        gaps = [StockGap(statement=statement, lot=lots[ref], stated_kg=stated.get(ref, Decimal(0)), receipted_kg=total)
-                for ref, total in sorted(receipted.items()) if total > stated.get(ref, Decimal(0))]
+        totals = dict(Receipt.objects.filter(lot__warehouse_id=statement.warehouse_id, issued_at__lte=as_of)
+                      .filter(Q(closed_at__isnull=True) | Q(closed_at__gt=as_of))
+                      .values_list("lot_id").annotate(total=Sum("quantity_kg")).order_by())
+        lots = Lot.objects.select_related("warehouse").in_bulk(list(totals))
+        gaps = []
+        for lot_id, total in sorted(totals.items()):
+            lot = lots[lot_id]
+            held = stated.get(lot.reference, Decimal(0))
+            if total > held:
+                gaps.append(StockGap(statement=statement, lot=lot, stated_kg=held, receipted_kg=total))
         StockGap.objects.bulk_create(gaps)
         statement.reconciled_at = timezone.now()
-        statement.gaps = [{"lot": g.lot.reference, "stated_kg": str(g.stated_kg), "receipted_kg": str(g.receipted_kg)}
-                          for g in gaps]
+        statement.gaps = [{"lot": g.lot.reference, "stated_kg": format_kg(g.stated_kg),
+                           "receipted_kg": format_kg(g.receipted_kg)} for g in gaps]
         statement.save(update_fields=["reconciled_at", "gaps"])
     return gaps
-
 
 
 def _enqueue_reconcile(statement_id: int) -> None:

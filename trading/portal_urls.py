@@ -1,5 +1,14 @@
-"""Portal (server-rendered pages) URL configuration."""
+"""Portal (server-rendered pages) URL configuration, namespace "portal"."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from trading import views
+
+app_name = "portal"
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.PortalLoginView.as_view(), name="login"),
+    path("logout/", views.PortalLogoutView.as_view(), name="logout"),
+    path("verify/", views.verify, name="verify"),
+]

@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_countries",
     "django_htmx",
+    "pgtrigger",
+    "pghistory",
     "members",
     "receipts",
     "compliance",
@@ -62,6 +64,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "trading.views.portal_context",
             ],
         },
     },
@@ -141,7 +144,13 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-idempotency-keys": {"task": "members.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    "rescreen-members-daily": {"task": "compliance.tasks.members_screen_all", "schedule": 86400.0},
+    # No-op unless INGOT_DEMO_MARKET_MAKER is on (the embedded demo run).
+    "demo-market-maker": {"task": "trading.tasks.demo_market_maker", "schedule": 60.0},
 }
+INGOT_DEMO_MARKET_MAKER = env.bool("INGOT_DEMO_MARKET_MAKER", default=False)
+# Shows the DEMO banner in the portal.
+INGOT_DEMO = env.bool("INGOT_DEMO", default=False)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- API ------------------------------------------------------------------------------
@@ -180,6 +189,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models share one choice set (e.g. order side and trade aggressor); name each set once.
+    "ENUM_NAME_OVERRIDES": {
+        "SideEnum": "trading.models.Side",
+        "OrderStatusEnum": "trading.models.OrderStatus",
+        "ReceiptStatusEnum": "receipts.models.ReceiptStatus",
+        "KycStatusEnum": "members.models.KycStatus",
+    },
 }
 
 # --- Admin security -------------------------------------------------------------------
@@ -187,6 +203,7 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = 1  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "trading.views.lockout_response"
 OTP_TOTP_ISSUER = "Ingot"
 
 # Secret that encrypts the platform's private signing keys at rest (env or a file).

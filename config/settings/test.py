@@ -16,3 +16,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 AXES_ENABLED = True
+
+# One test database per test run, so parallel runs on one machine (developers, helpers, CI) never
+# truncate each other's tables mid-test. pytest-django drops it at the end of the run.
+DATABASES["default"]["TEST"] = {"NAME": f"test_ingot_{os.getpid()}"}  # noqa: F405

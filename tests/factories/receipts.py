@@ -6,6 +6,7 @@ Everything goes through the receipts services, so a test's receipt has a real, v
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -50,6 +51,51 @@ def assay_document(lot: Lot, lab: Member, *, purity: str = "99.99995", impuritie
         "sampledAt": utc_stamp(issued - timedelta(days=2)), "issuedAt": utc_stamp(issued),
         "purityPercent": purity,
         "impurities": [{"element": e, "value": v, "unit": u} for e, v, u in (impurities or GA_6N_IMPURITIES)],
+    }
+
+
+def carbon_footprint_document(lot: Lot, company: Member, *, pcf: str = "12.4", verified: bool = True,
+                              created_days_ago: int = 9) -> dict[str, Any]:
+    """A WBCSD PACT v3 ProductFootprint for the lot (names as PACT spells them; numbers as strings)."""
+    created = timezone.now() - timedelta(days=created_days_ago)
+    pcf_doc: dict[str, Any] = {
+        "declaredUnitOfMeasurement": "kilogram", "declaredUnitAmount": "1", "productMassPerDeclaredUnit": "1",
+        "referencePeriodStart": "2025-01-01T00:00:00Z", "referencePeriodEnd": "2026-01-01T00:00:00Z",
+        "pcfExcludingBiogenicUptake": pcf, "pcfIncludingBiogenicUptake": pcf, "fossilGhgEmissions": pcf,
+        "primaryDataShare": "64.5", "exemptedEmissionsPercent": "0.5", "ipccCharacterizationFactors": ["AR6"],
+        "crossSectoralStandards": ["ISO14067", "PACT-3.0"], "geographyCountry": "CN",
+        "boundaryProcessesDescription": "cradle to gate",
+    }
+    if verified:
+        pcf_doc["verification"] = {"providerName": "Test Verifier GmbH", "completedAt": utc_stamp(created),
+                                   "standardName": "ISO 14064-3"}
+    return {
+        "type": "carbon_footprint", "id": str(uuid.uuid4()), "specVersion": "3.0.0", "created": utc_stamp(created),
+        "status": "Active", "companyName": company.name, "companyIds": [f"urn:ingot:member:{company.legal_id}"],
+        "productIds": [f"urn:ingot:lot:{lot.reference}"], "productNameCompany": f"{lot.metal.symbol} {lot.form}",
+        "productDescription": f"{lot.metal.name} {lot.form}, batch {lot.batch_number}", "pcf": pcf_doc,
+    }
+
+
+def recycled_content_document(lot: Lot, *, pre: str = "20.0", post: str = "15.5",
+                              issued_days_ago: int = 9) -> dict[str, Any]:
+    """Recycled content in the battery-passport shape (shares in %)."""
+    issued = timezone.now() - timedelta(days=issued_days_ago)
+    return {
+        "type": "recycled_content", "lot": lot.reference, "issuedAt": utc_stamp(issued),
+        "recycledMaterial": lot.metal.symbol, "preConsumerShare": pre, "postConsumerShare": post,
+        "chainOfCustodyModel": "mass_balance",
+        "verifier": {"name": "Test Verifier GmbH", "completedAt": utc_stamp(issued), "standardName": "ISO 22095"},
+    }
+
+
+def origin_document(lot: Lot, *, smelter_id: str = "CID900101", smelter_name: str = "Demo Gallium Refinery Shandong",
+                    mine_country: str = "CN", issued_days_ago: int = 9) -> dict[str, Any]:
+    """Origin: the smelter by its RMI id, the mine country and the due-diligence scheme."""
+    return {
+        "type": "origin", "lot": lot.reference, "issuedAt": utc_stamp(timezone.now() - timedelta(days=issued_days_ago)),
+        "smelterId": smelter_id, "smelterName": smelter_name, "mineCountry": mine_country,
+        "dueDiligenceScheme": "RMAP", "conformant": True,
     }
 
 

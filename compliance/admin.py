@@ -1,0 +1,267 @@
+"""The compliance officer's console: the flag review queue, declarations and licences to decide,
+screening lists, the drawdown ledger and the audit trail.
+
+Everything is read-only; state moves only through the reason actions, which call the services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pghistory.models
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+
+from compliance.models import (
+    DeclarationStatus,
+    EndUseDeclaration,
+    EsgEvaluation,
+    EsgRulePack,
+    ExportLicence,
+    Flag,
+    FlagStatus,
+    FlagTransition,
+    LicenceDrawdown,
+    LicenceStatus,
+    ScreeningEntry,
+    ScreeningList,
+)
+from compliance.services import (
+    end_use_declaration_decide,
+    export_licence_decide,
+    flag_member_suspend,
+    flag_resolve,
+    flag_set_status,
+)
+from config.admin_actions import reason_action
+from members.models import User
+
+
+def _officer(request: HttpRequest) -> User:
+    # The console is behind login and a second factor: the requester is always a real user.
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """No adding, editing or deleting through forms. Models with reason actions keep the change
+    permission (actions require it) but every field stays read-only."""
+
+    actions_need_change = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Actions ask without an object; a row's own page is always view-only (no Save button).
+        if obj is not None or not self.actions_need_change:
+            return False
+        return super().has_change_permission(request)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+# --- the review queue ---------------------------------------------------------------------------
+
+
+class FlagStatusFilter(admin.SimpleListFilter):
+    """Status, open by default: the queue shows what still needs a decision."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [*FlagStatus.choices, ("all", "All")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value() or FlagStatus.OPEN
+        return queryset if value == "all" else queryset.filter(status=value)
+
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        current = self.value() or FlagStatus.OPEN
+        for lookup, title in self.lookup_choices:
+            yield {"selected": current == str(lookup), "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup})}
+
+
+class FlagTransitionInline(ReadOnlyInline):
+    model = FlagTransition
+
+
+@admin.register(Flag)
+class FlagAdmin(ReadOnlyAdmin):
+    actions_need_change = True
+    list_display = ["id", "kind", "status", "member", "receipt", "reference", "score", "opened_at", "resolved_at"]
+    list_filter = [FlagStatusFilter, "kind", "opened_at"]
+    date_hierarchy = "opened_at"
+    search_fields = ["member__name", "member__legal_id", "reference"]
+    list_select_related = ["member", "receipt"]
+    inlines = [FlagTransitionInline]
+    actions = [
+        reason_action(name="confirm_flag", description="Confirm (a sanctions hit suspends the member)",
+                      permission="change",
+                      apply=lambda f, r, why: flag_resolve(flag=f, outcome=FlagStatus.CONFIRMED, decided_by=_officer(r),
+                                                           reason=why)),
+        reason_action(name="dismiss_flag", description="Dismiss", permission="change",
+                      apply=lambda f, r, why: flag_resolve(flag=f, outcome=FlagStatus.DISMISSED, decided_by=_officer(r),
+                                                           reason=why)),
+        reason_action(name="reopen_flag", description="Reopen", permission="change",
+                      apply=lambda f, r, why: flag_set_status(flag=f, status=FlagStatus.OPEN, decided_by=_officer(r),
+                                                              reason=why)),
+        reason_action(name="suspend_flagged_member", description="Suspend the flagged member", permission="change",
+                      apply=lambda f, r, why: flag_member_suspend(flag=f, decided_by=_officer(r), reason=why)),
+    ]
+
+    @admin.display(description="score")
+    def score(self, flag: Flag) -> str:
+        value = (flag.details or {}).get("score")
+        return "" if value is None else str(value)
+
+
+# --- export control ------------------------------------------------------------------------------
+
+
+@admin.register(EndUseDeclaration)
+class EndUseDeclarationAdmin(ReadOnlyAdmin):
+    actions_need_change = True
+    list_display = ["id", "member", "metal", "end_user", "destination_country", "valid_from", "valid_to", "status",
+                    "submitted_at", "decided_by"]
+    list_filter = ["status", "metal", "destination_country", "submitted_at"]
+    search_fields = ["member__name", "end_user", "end_use"]
+    list_select_related = ["member", "metal", "decided_by"]
+    actions = [
+        reason_action(name="approve_declaration", description="Approve end-use declaration", permission="change",
+                      apply=lambda d, r, why: end_use_declaration_decide(
+                          declaration=d, status=DeclarationStatus.APPROVED, decided_by=_officer(r), reason=why)),
+        reason_action(name="reject_declaration", description="Reject end-use declaration", permission="change",
+                      apply=lambda d, r, why: end_use_declaration_decide(
+                          declaration=d, status=DeclarationStatus.REJECTED, decided_by=_officer(r), reason=why)),
+    ]
+
+
+class LicenceDrawdownInline(ReadOnlyInline):
+    model = LicenceDrawdown
+
+
+@admin.register(ExportLicence)
+class ExportLicenceAdmin(ReadOnlyAdmin):
+    actions_need_change = True
+    list_display = ["licence_number", "exporter", "metal", "quantity_cap_kg", "drawn_kg", "destination_country",
+                    "end_user", "valid_from", "valid_to", "status"]
+    list_filter = ["status", "metal", "destination_country", "valid_to"]
+    search_fields = ["licence_number", "exporter__name", "consignee", "end_user"]
+    list_select_related = ["exporter", "metal"]
+    inlines = [LicenceDrawdownInline]
+    actions = [
+        reason_action(name="approve_licence", description="Approve export licence", permission="change",
+                      apply=lambda lic, r, why: export_licence_decide(
+                          licence=lic, status=LicenceStatus.APPROVED, decided_by=_officer(r), reason=why)),
+        reason_action(name="reject_licence", description="Reject export licence", permission="change",
+                      apply=lambda lic, r, why: export_licence_decide(
+                          licence=lic, status=LicenceStatus.REJECTED, decided_by=_officer(r), reason=why)),
+        reason_action(name="revoke_licence", description="Revoke export licence", permission="change",
+                      apply=lambda lic, r, why: export_licence_decide(
+                          licence=lic, status=LicenceStatus.REVOKED, decided_by=_officer(r), reason=why)),
+    ]
+
+
+@admin.register(LicenceDrawdown)
+class LicenceDrawdownAdmin(ReadOnlyAdmin):
+    list_display = ["id", "licence", "quantity_kg", "drawn_total_kg", "receipt", "reference", "created_at"]
+    list_filter = ["created_at"]
+    search_fields = ["licence__licence_number", "reference"]
+    list_select_related = ["licence", "receipt"]
+
+
+# --- screening lists ------------------------------------------------------------------------------
+
+
+@admin.register(ScreeningList)
+class ScreeningListAdmin(ReadOnlyAdmin):
+    list_display = ["id", "source_name", "entry_count", "active", "content_hash", "loaded_at", "loaded_by"]
+    list_filter = ["active"]
+
+
+@admin.register(ScreeningEntry)
+class ScreeningEntryAdmin(ReadOnlyAdmin):
+    list_display = ["name", "aliases", "country", "source", "row", "screening_list"]
+    list_filter = ["screening_list__active", "source", "country"]
+    search_fields = ["name", "aliases"]
+
+
+@admin.register(FlagTransition)
+class FlagTransitionAdmin(ReadOnlyAdmin):
+    list_display = ["flag", "from_status", "to_status", "decided_by", "decided_at"]
+    list_filter = ["to_status", "decided_at"]
+
+
+# --- ESG ------------------------------------------------------------------------------------------
+
+
+@admin.register(EsgRulePack)
+class EsgRulePackAdmin(ReadOnlyAdmin):
+    list_display = ["pack_id", "version", "title", "market", "label", "active", "content_hash", "loaded_at"]
+    list_filter = ["active", "pack_id"]
+
+
+@admin.register(EsgEvaluation)
+class EsgEvaluationAdmin(ReadOnlyAdmin):
+    list_display = ["receipt", "rule_pack", "outcome", "label", "evaluated_at"]
+    list_filter = ["outcome", "rule_pack__pack_id", "rule_pack__active"]
+    search_fields = ["receipt__number"]
+    list_select_related = ["receipt", "rule_pack"]
+
+
+# --- the audit trail ------------------------------------------------------------------------------
+
+
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Read-only list of one pghistory event table; usable by any app for its own event models."""
+
+    list_filter = ["pgh_label", "pgh_created_at"]
+    date_hierarchy = "pgh_created_at"
+    ordering = ["-pgh_id"]
+    list_select_related = ["pgh_context"]
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        snapshot = [f.name for f in self.model._meta.fields if not f.name.startswith("pgh_")]
+        return ["pgh_id", "pgh_created_at", "pgh_label", "object_id", *snapshot[:6], "context"]
+
+    @admin.display(description="object")
+    def object_id(self, event: Any) -> Any:
+        # The tracked row may be gone (a delete event): show its id, never follow the reference.
+        return event.pgh_obj_id
+
+    @admin.display(description="who / why")
+    def context(self, event: Any) -> str:
+        metadata = getattr(event.pgh_context, "metadata", None) or {}
+        return ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))
+
+
+def _register_audit_events() -> None:
+    from django.apps import apps
+
+    for model in apps.get_app_config("compliance").get_models():
+        if issubclass(model, pghistory.models.Event) and not admin.site.is_registered(model):
+            admin.site.register(model, AuditEventAdmin)
+
+
+_register_audit_events()

@@ -1,0 +1,97 @@
+"""The audit trail: trigger-based history (django-pghistory) of money, title and compliance state.
+
+PostgreSQL triggers write one event row per inserted, updated or deleted row, so bulk `update()`,
+`bulk_create()` and raw SQL are captured as well as `save()`. On SQLite (the embedded `make run`
+mode) pgtrigger installs nothing: the event tables exist but stay empty there.
+
+How an app adds its models to the trail (trading's Account / Posting / JournalEntry, for example):
+
+    from compliance.audit import audited
+
+    @audited()
+    class Account(models.Model): ...
+
+then `manage.py makemigrations trading`: the event model (`AccountAuditEvent`) and its triggers land in
+trading's own migrations. Register the event model read-only in trading's admin with
+`compliance.admin.AuditEventAdmin`. Models of an app that cannot be edited are tracked through a
+proxy model in an app that may import them (see compliance.models: MemberProxy, ReceiptProxy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import pghistory
+from django.db import connection
+from django.db.models import Model
+
+M = TypeVar("M", bound=type[Model])
+
+# Every event table points back at the tracked row as `pgh_obj`; reverse accessor "audit_events"
+# (the default "events" clashes with Receipt.events, the receipt's signed chain).
+AUDIT_RELATED_NAME = "audit_events"
+
+
+def audit_trackers() -> tuple[pghistory.RowEvent, ...]:
+    """Insert, update (only when a tracked field changes) and delete: the whole life of a row.
+
+    Triggers are named audit_* so they read as what they are in `\\dS` and never collide with
+    another app's own triggers on the same table.
+    """
+    return (pghistory.InsertEvent(trigger_name="audit_insert"), pghistory.UpdateEvent(trigger_name="audit_update"),
+            pghistory.DeleteEvent(trigger_name="audit_delete"))
+
+
+def audited(*, fields: Sequence[str] | None = None, model_name: str | None = None,
+            app_label: str | None = None) -> Callable[[M], M]:
+    """Class decorator: record every change of the model's rows in an append-only event table.
+
+    `fields` limits what is snapshotted (and which changes make an event); default: all fields.
+    The event model is `<Model>AuditEvent` (a proxy's "Proxy" suffix dropped) unless named.
+    Event rows are protected against update and delete by a trigger (append_only), so the
+    trail itself cannot be rewritten through the ORM.
+    """
+
+    def decorate(model: M) -> M:
+        name = model_name or f"{model.__name__.removesuffix('Proxy')}AuditEvent"
+        return pghistory.track(  # type: ignore[no-any-return]
+            *audit_trackers(),
+            fields=list(fields) if fields is not None else None,
+            model_name=name,
+            app_label=app_label,
+            obj_field=pghistory.ObjForeignKey(related_name=AUDIT_RELATED_NAME),
+            append_only=True,
+        )(model)
+
+    return decorate
+
+
+@contextlib.contextmanager
+def audit_context(**metadata: Any) -> Iterator[None]:
+    """Attach who and why (officer id, action, reason) to every audit event written inside.
+
+    pghistory passes the context in transaction-local settings that only PostgreSQL has; elsewhere
+    this is a no-op so the same service code runs on the embedded SQLite mode.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    given = {k: v for k, v in metadata.items() if v is not None}
+    tracker = getattr(pghistory.runtime._tracker, "value", None)
+    if tracker is not None:
+        # Nested: the outermost operation names the whole change (an approval that also closes its
+        # review flag is one approval); inner services may only add what it did not say.
+        pghistory.context(**{k: v for k, v in given.items() if k not in tracker.metadata})
+        yield
+        return
+    with pghistory.context(**given):
+        yield
+    # The settings are transaction-local, not block-local: left alone, later writes in the caller's
+    # transaction (a settlement after a licence draw) would be attributed to this action. Clear them
+    # once the outermost context is left. (After an error the savepoint rollback reverts them.)
+    if connection.in_atomic_block and not hasattr(pghistory.runtime._tracker, "value"):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('pghistory.context_id', '', true), "
+                           "set_config('pghistory.context_metadata', '', true)")

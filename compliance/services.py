@@ -1,0 +1,562 @@
+"""Every write in the compliance app: screening lists and member screening, the flag review queue,
+end-use declarations, export licences and their drawdown ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any, Final
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_countries import countries
+
+from compliance import errors
+from compliance.audit import audit_context
+from compliance.esg import FAIL, PackResult, pack_canonical
+from compliance.export_control import is_export_controlled
+from compliance.lock_objects import (
+    active_screening_list_for_update,
+    end_use_declarations_for_update,
+    export_licences_for_update,
+    flags_for_update,
+)
+from compliance.models import (
+    DECLARATION_TRANSITIONS,
+    FLAG_TRANSITIONS,
+    LICENCE_TRANSITIONS,
+    DeclarationStatus,
+    EndUseDeclaration,
+    EsgEvaluation,
+    EsgRulePack,
+    ExportLicence,
+    Flag,
+    FlagKind,
+    FlagStatus,
+    FlagTransition,
+    LicenceDrawdown,
+    LicenceStatus,
+    ScreeningEntry,
+    ScreeningList,
+)
+from compliance.rulepack_loader import RULEPACK_DIR, RulePackError, load_rulepacks
+from compliance.screening import ListEntry, ScreeningListError, load_list_csv
+from compliance.screening import ScreeningList as PureScreeningList
+from config.errors import Conflict, IllegalTransition, NotFound, ValidationFailed
+from members.models import KycStatus, Member, User
+from members.services import member_set_kyc_status
+from receipts.models import MASS, Metal, Receipt
+
+# Hits at or above this score (0-100, compliance.screening's scale) go to an officer. 88 catches
+# transliterations and a dropped plural ("Baltik Rare Metal Trading") without flooding the queue.
+SCREENING_THRESHOLD: Final = 88.0
+_KG_QUANTUM: Final = Decimal(1).scaleb(-MASS["decimal_places"])
+_MAX_KG: Final = Decimal(10) ** (MASS["max_digits"] - MASS["decimal_places"])
+
+
+# --- small validators shared by the services ---------------------------------------------
+
+
+def _reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise ValidationFailed("A decision needs a reason.", code="reason_required", field="reason")
+    return reason.strip()
+
+
+def _text(value: str, field: str, *, max_length: int | None = None) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise ValidationFailed(f"{field} is required.", code="required", field=field)
+    if max_length is not None and len(text) > max_length:
+        raise ValidationFailed(f"{field} is at most {max_length} characters.", code="too_long", field=field)
+    return text
+
+
+def kg_amount(value: Decimal | str | int, *, field: str = "quantity_kg") -> Decimal:
+    """A positive mass in kg with at most gram resolution; never rounded (rounding metal loses metal)."""
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(f"{field} {value!r} is not a number.", code="invalid_quantity", field=field) from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValidationFailed(f"{field} must be more than 0 kg.", code="invalid_quantity", field=field)
+    if amount >= _MAX_KG or amount != amount.quantize(_KG_QUANTUM):
+        raise ValidationFailed(f"{field} {amount} kg needs more than gram resolution or is too large.",
+                               code="invalid_quantity", field=field)
+    return amount.quantize(_KG_QUANTUM)
+
+
+def country_code(value: str, *, field: str = "destination_country") -> str:
+    code = (value or "").strip().upper()
+    if not countries.alpha2(code):
+        raise ValidationFailed(f"{value!r} is not an ISO 3166 alpha-2 country code.", code="invalid_country",
+                               field=field)
+    return code
+
+
+def metal_resolve(metal: Metal | str) -> Metal:
+    if isinstance(metal, Metal):
+        return metal
+    found = Metal.objects.filter(symbol__iexact=(metal or "").strip()).first()
+    if found is None:
+        raise ValidationFailed(f"Unknown metal {metal!r}.", code="unknown_metal", field="metal")
+    return found
+
+
+def _validity(valid_from: date, valid_to: date) -> None:
+    if valid_to <= valid_from:
+        raise ValidationFailed("valid_to must be after valid_from.", code="invalid_validity", field="valid_to")
+    if valid_to < timezone.localdate():
+        raise ValidationFailed("The validity period has already ended.", code="invalid_validity", field="valid_to")
+
+
+def _actor(user: User | None) -> int | None:
+    return user.pk if user is not None else None
+
+
+# --- screening lists ------------------------------------------------------------------------
+
+
+def entry_key(entry: ListEntry) -> str:
+    """Identity of a listed party across list versions: same source, name, aliases and country."""
+    identity = [entry.source, entry.name, sorted(entry.aliases), entry.country or ""]
+    return hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()
+
+
+def screening_list_load(*, source: str | Path | IO[str] | IO[bytes], loaded_by: User | None = None,
+                        rescreen: bool = True) -> ScreeningList:
+    """Load a list CSV all or nothing and make it the active list; returns it.
+
+    Loading the file that is already active changes nothing. With `rescreen`, every member is
+    screened against the new list by a task enqueued when the load commits.
+    """
+    try:
+        parsed = load_list_csv(source)
+    except ScreeningListError as exc:
+        raise ValidationFailed(str(exc), code="screening_list_invalid",
+                               details={"problem": exc.problem, "line": exc.line, "row": exc.row}) from None
+    source_name = Path(parsed.source).name or parsed.source
+    try:
+        with transaction.atomic(), audit_context(actor=_actor(loaded_by), action="screening_list_load"):
+            active = active_screening_list_for_update().first()
+            if active is not None and active.content_hash == parsed.content_hash:
+                return active
+            if active is not None:
+                active.active = False
+                active.save(update_fields=["active"])
+            loaded = ScreeningList.objects.create(source_name=source_name[:255], content_hash=parsed.content_hash,
+                                                  entry_count=len(parsed), active=True, loaded_by=loaded_by)
+            ScreeningEntry.objects.bulk_create(
+                (ScreeningEntry(screening_list=loaded, name=e.name, aliases=list(e.aliases), country=e.country or "",
+                                source=e.source, row=e.row, entry_key=entry_key(e)) for e in parsed.entries),
+                batch_size=1000,
+            )
+            if rescreen:
+                from compliance.tasks import members_screen_all
+
+                list_id = loaded.pk
+                transaction.on_commit(lambda: members_screen_all.delay(list_id))
+    except IntegrityError:
+        # Only the first-ever load can race (there is no active row to lock yet): one wins.
+        raise Conflict("Another screening list load is in progress; retry.", code="screening_load_in_progress") from None
+    return loaded
+
+
+@dataclass(frozen=True)
+class _LoadedList:
+    identity: tuple[int, str, Any]  # pk, content hash, loaded_at of the ScreeningList row
+    matcher: PureScreeningList
+    entries_by_row: dict[int, tuple[int, str]]  # row -> (ScreeningEntry pk, entry_key)
+
+
+# Matching keys are built once per list version and process: members are screened on every title
+# transfer, and normalising a large list takes far longer than one screening. Entries never change
+# after a load, so the list row's pk, hash and load time identify its cached matcher exactly.
+_matcher_cache: dict[int, _LoadedList] = {}
+_matcher_lock = threading.Lock()
+
+
+def _loaded_list(active: ScreeningList) -> _LoadedList:
+    identity = (active.pk, active.content_hash, active.loaded_at)
+    cached = _matcher_cache.get(active.pk)
+    if cached is not None and cached.identity == identity:
+        return cached
+    rows = list(active.entries.order_by("row").values_list("pk", "name", "aliases", "country", "source", "row",
+                                                           "entry_key"))
+    matcher = PureScreeningList.from_entries(
+        (ListEntry(name=name, aliases=tuple(aliases), country=country or None, source=src, row=row)
+         for _, name, aliases, country, src, row, _ in rows),
+        source=active.source_name, content_hash=active.content_hash,
+    )
+    loaded = _LoadedList(identity, matcher,
+                         {row: (pk, key) for pk, _, _, _, _, row, key in rows})
+    with _matcher_lock:
+        _matcher_cache.clear()
+        _matcher_cache[active.pk] = loaded
+    return loaded
+
+
+_PARENTHESES = re.compile(r"\s*\([^)]*\)")
+
+
+def screening_names(name: str) -> list[str]:
+    """The name plus variants without parenthetical remarks ("(demo)", "(in liquidation)", "(HK)").
+
+    Screening more variants can only add hits, never hide one, and a remark must not lift a listed
+    party's name below the threshold.
+    """
+    stripped = " ".join(_PARENTHESES.sub(" ", name).split())
+    return [stripped] if stripped and stripped != name.strip() else []
+
+
+def member_screen(*, member: Member, threshold: float = SCREENING_THRESHOLD) -> list[Flag]:
+    """Screen the member's name against the active list; every hit is a sanctions flag for review.
+
+    Idempotent: a listed party already flagged for this member (open, confirmed or dismissed) is not
+    flagged again, so an officer's dismissal stands until the list entry itself changes. Returns the
+    member's sanctions flags for the current hits, whatever their status; [] with no active list.
+    """
+    active = ScreeningList.objects.filter(active=True).first()
+    if active is None:
+        return []
+    loaded = _loaded_list(active)
+    country = str(member.country) or None
+    hits = loaded.matcher.screen(member.name, aliases=screening_names(member.name), country=country,
+                                 threshold=threshold)
+    if not hits:
+        return []
+    by_key: dict[str, Flag] = {}
+    for hit in hits:
+        entry_pk, key = loaded.entries_by_row[hit.entry.row]
+        by_key.setdefault(key, Flag(
+            kind=FlagKind.SANCTIONS_HIT, member=member, screening_entry_id=entry_pk, subject_key=key,
+            reference=f"{hit.entry.source}: {hit.entry.name}"[:200],
+            details={
+                "score": hit.score, "method": hit.method, "threshold": threshold,
+                "matched_alias": hit.matched_alias, "query": hit.query, "country_match": hit.country_match,
+                "entry": {"name": hit.entry.name, "aliases": list(hit.entry.aliases), "country": hit.entry.country,
+                          "source": hit.entry.source, "row": hit.entry.row},
+                "list": {"id": active.pk, "source_name": active.source_name, "content_hash": active.content_hash},
+                "member": {"name": member.name, "country": country},
+            },
+        ))
+    known = set(Flag.objects.filter(kind=FlagKind.SANCTIONS_HIT, member=member, subject_key__in=by_key)
+                .values_list("subject_key", flat=True))
+    fresh = [flag for key, flag in by_key.items() if key not in known]
+    if fresh:
+        with transaction.atomic(), audit_context(action="member_screen", member=member.pk):
+            # A concurrent screening of the same member may insert the same open flag first: the
+            # partial unique index turns the second insert into a no-op instead of a duplicate.
+            Flag.objects.bulk_create(fresh, ignore_conflicts=True)
+    return list(Flag.objects.filter(kind=FlagKind.SANCTIONS_HIT, member=member, subject_key__in=by_key)
+                .order_by("pk"))
+
+
+# --- flags -------------------------------------------------------------------------------------
+
+
+def flag_open(*, kind: str, member: Member | None = None, receipt: Receipt | None = None, reference: str = "",
+              subject_key: str = "", details: dict[str, Any] | None = None) -> Flag:
+    """Put something in the review queue. With a member and a subject_key it is idempotent: the open
+    flag for the same subject is returned instead of a second one."""
+    if kind not in FlagKind.values:
+        raise ValidationFailed(f"Unknown flag kind {kind!r}.", code="unknown_flag_kind", field="kind")
+    if member is None and receipt is None and not reference.strip():
+        raise ValidationFailed("A flag needs a member, a receipt or a reference.", code="flag_subject_required")
+    if member is not None and subject_key:
+        with transaction.atomic():
+            Flag.objects.bulk_create([Flag(kind=kind, member=member, receipt=receipt, reference=reference[:200],
+                                           subject_key=subject_key[:200], details=details or {})],
+                                     ignore_conflicts=True)
+        flag = Flag.objects.filter(kind=kind, member=member, subject_key=subject_key[:200],
+                                   status=FlagStatus.OPEN).first()
+        if flag is not None:
+            return flag
+        # The open flag was resolved between the insert and the read: nothing left to add.
+        return Flag.objects.filter(kind=kind, member=member, subject_key=subject_key[:200]).latest("pk")
+    return Flag.objects.create(kind=kind, member=member, receipt=receipt, reference=reference[:200],
+                               subject_key=subject_key[:200], details=details or {})
+
+
+def flag_set_status(*, flag: Flag, status: str, decided_by: User | None, reason: str) -> Flag:
+    """Move a flag along FLAG_TRANSITIONS, recording who, when and why. Takes the flag's row lock."""
+    why = _reason(reason)
+    try:
+        with transaction.atomic(), audit_context(actor=_actor(decided_by), action="flag_set_status", reason=why):
+            locked = flags_for_update(flag.pk).first()
+            if locked is None:
+                raise NotFound("No such flag.")
+            if status not in FLAG_TRANSITIONS.get(locked.status, frozenset()):
+                raise IllegalTransition(f"A flag cannot move from {locked.status} to {status}.",
+                                        details={"from": locked.status, "to": status})
+            FlagTransition.objects.create(flag=locked, from_status=locked.status, to_status=status,
+                                          decided_by=decided_by, reason=why)
+            locked.status = status
+            if status == FlagStatus.OPEN:
+                locked.resolved_by, locked.resolved_at, locked.resolution_reason = None, None, ""
+            else:
+                locked.resolved_by, locked.resolved_at, locked.resolution_reason = decided_by, timezone.now(), why
+            locked.save(update_fields=["status", "resolved_by", "resolved_at", "resolution_reason"])
+    except IntegrityError:
+        raise Conflict("An open flag for the same subject already exists.", code="flag_already_open") from None
+    for name in ("status", "resolved_by", "resolved_at", "resolution_reason"):
+        setattr(flag, name, getattr(locked, name))
+    return flag
+
+
+def flag_resolve(*, flag: Flag, outcome: str, decided_by: User | None, reason: str) -> Flag:
+    """Confirm or dismiss a flag. A confirmed sanctions hit suspends the member in the same transaction."""
+    if outcome not in (FlagStatus.CONFIRMED, FlagStatus.DISMISSED):
+        raise ValidationFailed("A flag is resolved as confirmed or dismissed.", code="invalid_outcome",
+                               field="outcome")
+    why = _reason(reason)
+    with transaction.atomic(), audit_context(actor=_actor(decided_by), action=f"flag_{outcome}", reason=why):
+        flag_set_status(flag=flag, status=outcome, decided_by=decided_by, reason=why)
+        if outcome == FlagStatus.CONFIRMED and flag.kind == FlagKind.SANCTIONS_HIT and flag.member_id:
+            member = Member.objects.get(pk=flag.member_id)
+            if member.kyc_status != KycStatus.SUSPENDED:
+                member_set_kyc_status(member=member, status=KycStatus.SUSPENDED, decided_by=decided_by,
+                                      reason=f"Confirmed sanctions hit (flag #{flag.pk}): {why}")
+    return flag
+
+
+def flag_member_suspend(*, flag: Flag, decided_by: User | None, reason: str) -> Member:
+    """Suspend the member a flag is about (any kind), citing the flag; the flag itself stays as it is."""
+    why = _reason(reason)
+    if flag.member_id is None:
+        raise ValidationFailed("This flag is not about a member.", code="flag_has_no_member")
+    member = Member.objects.get(pk=flag.member_id)
+    if member.kyc_status == KycStatus.SUSPENDED:
+        raise Conflict(f"{member} is already suspended.", code="member_already_suspended")
+    with transaction.atomic(), audit_context(actor=_actor(decided_by), action="flag_member_suspend", reason=why,
+                                             flag=flag.pk):
+        return member_set_kyc_status(member=member, status=KycStatus.SUSPENDED, decided_by=decided_by,
+                                     reason=f"Flag #{flag.pk} ({flag.get_kind_display()}): {why}")
+
+
+def _review_flag_close(*, subject_key: str, member: Member, approved: bool, decided_by: User | None,
+                       reason: str) -> None:
+    """Take a decided declaration or licence out of the review queue."""
+    flag = Flag.objects.filter(kind=FlagKind.LICENCE_REQUEST, member=member, subject_key=subject_key,
+                               status=FlagStatus.OPEN).first()
+    if flag is not None:
+        flag_set_status(flag=flag, status=FlagStatus.CONFIRMED if approved else FlagStatus.DISMISSED,
+                        decided_by=decided_by, reason=reason)
+
+
+# --- end-use declarations -------------------------------------------------------------------
+
+
+def _controlled_metal(metal: Metal | str) -> Metal:
+    resolved = metal_resolve(metal)
+    if not is_export_controlled(resolved.symbol):
+        raise ValidationFailed(f"{resolved.symbol} is not export-controlled: nothing to declare or licence.",
+                               code="metal_not_controlled", field="metal")
+    return resolved
+
+
+def _not_suspended(member: Member) -> None:
+    if member.kyc_status == KycStatus.SUSPENDED:
+        raise errors.ComplianceRefused(f"{member} is suspended.", code=errors.MEMBER_SUSPENDED)
+
+
+def end_use_declaration_submit(*, member: Member, metal: Metal | str, end_user: str, end_use: str,
+                               destination_country: str, valid_from: date, valid_to: date,
+                               submitted_by: User | None = None) -> EndUseDeclaration:
+    """A buyer declares who will use a controlled metal, for what and where; it waits for an officer."""
+    _not_suspended(member)
+    resolved = _controlled_metal(metal)
+    end_user = _text(end_user, "end_user", max_length=200)
+    end_use = _text(end_use, "end_use", max_length=5000)
+    destination = country_code(destination_country)
+    _validity(valid_from, valid_to)
+    with transaction.atomic(), audit_context(actor=_actor(submitted_by), action="end_use_declaration_submit"):
+        declaration = EndUseDeclaration.objects.create(
+            member=member, metal=resolved, end_user=end_user, end_use=end_use, destination_country=destination,
+            valid_from=valid_from, valid_to=valid_to, submitted_by=submitted_by)
+        flag_open(kind=FlagKind.LICENCE_REQUEST, member=member, subject_key=f"end_use_declaration:{declaration.pk}",
+                  reference=f"EUD-{declaration.pk} {resolved.symbol} for {end_user}",
+                  details={"end_use_declaration": declaration.pk})
+    return declaration
+
+
+def end_use_declaration_decide(*, declaration: EndUseDeclaration, status: str, decided_by: User | None,
+                               reason: str) -> EndUseDeclaration:
+    """Approve or reject a pending declaration. Takes the declaration's row lock."""
+    why = _reason(reason)
+    with transaction.atomic(), audit_context(actor=_actor(decided_by), action="end_use_declaration_decide",
+                                             reason=why):
+        locked = end_use_declarations_for_update(declaration.pk).first()
+        if locked is None:
+            raise NotFound("No such end-use declaration.")
+        if status not in DECLARATION_TRANSITIONS.get(locked.status, frozenset()):
+            raise IllegalTransition(f"A declaration cannot move from {locked.status} to {status}.",
+                                    details={"from": locked.status, "to": status})
+        locked.status, locked.decided_by, locked.decided_at, locked.reason = status, decided_by, timezone.now(), why
+        locked.save(update_fields=["status", "decided_by", "decided_at", "reason"])
+        _review_flag_close(subject_key=f"end_use_declaration:{locked.pk}", member=locked.member,
+                           approved=status == DeclarationStatus.APPROVED, decided_by=decided_by, reason=why)
+    for name in ("status", "decided_by", "decided_at", "reason"):
+        setattr(declaration, name, getattr(locked, name))
+    return declaration
+
+
+# --- export licences --------------------------------------------------------------------------
+
+
+def export_licence_submit(*, exporter: Member, licence_number: str, metal: Metal | str,
+                          quantity_cap_kg: Decimal | str | int, consignee: str, end_user: str, end_use: str,
+                          destination_country: str, valid_from: date, valid_to: date,
+                          submitted_by: User | None = None) -> ExportLicence:
+    """Register a licence the authorities issued to the member; it is usable once an officer approves it."""
+    _not_suspended(exporter)
+    number = _text(licence_number, "licence_number", max_length=64)
+    resolved = _controlled_metal(metal)
+    cap = kg_amount(quantity_cap_kg, field="quantity_cap_kg")
+    consignee = _text(consignee, "consignee", max_length=200)
+    end_user = _text(end_user, "end_user", max_length=200)
+    end_use = _text(end_use, "end_use", max_length=5000)
+    destination = country_code(destination_country)
+    _validity(valid_from, valid_to)
+    try:
+        with transaction.atomic(), audit_context(actor=_actor(submitted_by), action="export_licence_submit"):
+            licence = ExportLicence.objects.create(
+                licence_number=number, exporter=exporter, metal=resolved, quantity_cap_kg=cap, consignee=consignee,
+                end_user=end_user, end_use=end_use, destination_country=destination, valid_from=valid_from,
+                valid_to=valid_to, submitted_by=submitted_by)
+            flag_open(kind=FlagKind.LICENCE_REQUEST, member=exporter, subject_key=f"export_licence:{licence.pk}",
+                      reference=f"Licence {number}: {cap} kg {resolved.symbol} to {destination}",
+                      details={"export_licence": licence.pk})
+    except IntegrityError:
+        raise Conflict(f"Licence number {number} is already registered.", code="licence_number_taken",
+                       field="licence_number") from None
+    return licence
+
+
+def export_licence_decide(*, licence: ExportLicence, status: str, decided_by: User | None,
+                          reason: str) -> ExportLicence:
+    """Approve, reject or revoke a licence along LICENCE_TRANSITIONS. Takes the licence's row lock."""
+    why = _reason(reason)
+    with transaction.atomic(), audit_context(actor=_actor(decided_by), action="export_licence_decide", reason=why):
+        locked = export_licences_for_update(licence.pk).first()
+        if locked is None:
+            raise NotFound("No such export licence.")
+        if status not in LICENCE_TRANSITIONS.get(locked.status, frozenset()):
+            raise IllegalTransition(f"A licence cannot move from {locked.status} to {status}.",
+                                    details={"from": locked.status, "to": status})
+        locked.status, locked.decided_by, locked.decided_at, locked.reason = status, decided_by, timezone.now(), why
+        locked.save(update_fields=["status", "decided_by", "decided_at", "reason"])
+        if status in (LicenceStatus.APPROVED, LicenceStatus.REJECTED):
+            _review_flag_close(subject_key=f"export_licence:{locked.pk}", member=locked.exporter,
+                               approved=status == LicenceStatus.APPROVED, decided_by=decided_by, reason=why)
+    for name in ("status", "decided_by", "decided_at", "reason"):
+        setattr(licence, name, getattr(locked, name))
+    return licence
+
+
+def licence_draw(*, licence: ExportLicence, quantity_kg: Decimal | str | int, receipt: Receipt | None = None,
+                 reference: str) -> LicenceDrawdown:
+    """Use `quantity_kg` of an approved, valid licence: a ledger row and the running total, together.
+
+    Takes the licence's row lock, so concurrent draws queue and the cap holds; an over-draw is
+    refused with `licence_exhausted` and changes nothing. Runs in the caller's transaction if any.
+    """
+    amount = kg_amount(quantity_kg)
+    ref = _text(reference, "reference", max_length=200)
+    if receipt is not None and receipt.lot.metal_id != licence.metal_id:
+        raise ValidationFailed("The receipt's metal is not the licence's metal.", code="licence_metal_mismatch",
+                               field="receipt")
+    with transaction.atomic(), audit_context(action="licence_draw", reference=ref):
+        locked = export_licences_for_update(licence.pk).first()
+        if locked is None:
+            raise NotFound("No such export licence.")
+        if locked.status != LicenceStatus.APPROVED:
+            raise errors.ComplianceRefused(f"Licence {locked.licence_number} is {locked.status}, not approved.",
+                                           code=errors.LICENCE_NOT_APPROVED, details={"status": locked.status})
+        today = timezone.localdate()
+        if not locked.valid_from <= today <= locked.valid_to:
+            raise errors.ComplianceRefused(
+                f"Licence {locked.licence_number} is valid {locked.valid_from} to {locked.valid_to}, not today.",
+                code=errors.LICENCE_NOT_VALID)
+        if locked.drawn_kg + amount > locked.quantity_cap_kg:
+            raise errors.ComplianceRefused(
+                f"Licence {locked.licence_number} has {locked.remaining_kg} kg left; {amount} kg asked.",
+                code=errors.LICENCE_EXHAUSTED,
+                details={"remaining_kg": str(locked.remaining_kg), "requested_kg": str(amount)})
+        locked.drawn_kg += amount
+        locked.save(update_fields=["drawn_kg"])
+        row = LicenceDrawdown.objects.create(licence=locked, quantity_kg=amount, drawn_total_kg=locked.drawn_kg,
+                                             receipt=receipt, reference=ref)
+    licence.drawn_kg = locked.drawn_kg
+    return row
+
+
+# --- ESG rule packs and results ------------------------------------------------------------------
+
+
+def esg_rule_packs_sync(*, directory: str | Path = RULEPACK_DIR) -> list[EsgRulePack]:
+    """Load every rule pack file; a version not seen before becomes its pack's active version.
+
+    Returns the versions activated by this call (empty when nothing changed): receipts need
+    evaluating again under them. A file whose content changed under an already loaded version
+    number is refused, so a stored result always names the exact rules it was judged by.
+    """
+    try:
+        packs = load_rulepacks(directory)
+    except RulePackError as exc:
+        raise ValidationFailed(str(exc), code="rulepack_invalid") from None
+    activated: list[EsgRulePack] = []
+    try:
+        with transaction.atomic(), audit_context(action="esg_rule_packs_sync"):
+            for pack in packs.values():
+                version = str(pack.version)
+                row = EsgRulePack.objects.select_for_update().filter(pack_id=pack.id, version=version).first()
+                if row is not None and row.content_hash != pack.content_hash:
+                    raise ValidationFailed(
+                        f"{pack.source}: pack {pack.id} changed but still says version {version}; bump the version.",
+                        code="rulepack_version_reused", details={"pack": pack.id, "version": version})
+                if row is not None and row.active:
+                    continue
+                EsgRulePack.objects.filter(pack_id=pack.id, active=True).update(active=False)
+                if row is None:
+                    row = EsgRulePack.objects.create(
+                        pack_id=pack.id, version=version, content_hash=pack.content_hash, title=pack.title,
+                        market=pack.market, label=pack.label or "", canonical=pack_canonical(pack), active=True)
+                else:
+                    row.active = True
+                    row.save(update_fields=["active"])
+                activated.append(row)
+    except IntegrityError:
+        raise Conflict("Another rule pack sync is in progress; retry.", code="rulepack_sync_in_progress") from None
+    return activated
+
+
+def esg_evaluation_record(*, receipt: Receipt, rule_pack: EsgRulePack, result: PackResult) -> EsgEvaluation:
+    """Store a receipt's result (compliance.esg.evaluate) under one pack version, replacing the previous
+    one; a failed result also puts an ESG flag for the receipt in the review queue (once)."""
+    if (result.pack_id, result.pack_hash) != (rule_pack.pack_id, rule_pack.content_hash) \
+            or result.receipt_number != receipt.number:
+        raise ValidationFailed("The result is not for this receipt and pack version.", code="esg_result_mismatch")
+    rules = [{"rule_id": r.rule_id, "kind": r.kind, "severity": r.severity, "outcome": r.outcome,
+              "measured": r.measured, "required": r.required, "message": r.message} for r in result.rules]
+    cbam = None if result.cbam is None else {
+        "eur_low": str(result.cbam.eur_low), "eur_high": str(result.cbam.eur_high),
+        "certified": result.cbam.certified, "basis": result.cbam.basis}
+    with transaction.atomic(), audit_context(action="esg_evaluation_record"):
+        evaluation, _ = EsgEvaluation.objects.update_or_create(
+            receipt=receipt, rule_pack=rule_pack,
+            defaults={"outcome": result.outcome, "label": result.label or "", "rules": rules, "cbam": cbam,
+                      "evaluated_at": result.evaluated_at})
+        if result.outcome == FAIL:
+            failed = [r["rule_id"] for r in rules if r["outcome"] == FAIL]
+            flag_open(kind=FlagKind.ESG_FAILURE, member=receipt.holder, receipt=receipt,
+                      subject_key=f"esg:{receipt.number}:{rule_pack.pack_id}:{rule_pack.version}",
+                      reference=f"{receipt.number} fails {rule_pack} ({', '.join(failed)})",
+                      details={"rule_pack": rule_pack.pk, "failed_rules": failed})
+    return evaluation

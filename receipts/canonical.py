@@ -1,0 +1,204 @@
+"""Canonical bytes of signed documents: RFC 8785 (JSON Canonicalization Scheme), byte for
+byte what the `rfc8785` library produces, restricted to the JSON we sign.
+
+Signed documents carry every number that matters (money, mass, purity, shares) as a
+decimal string, so floats are refused outright (ProofError "float_in_signed_document"):
+a float would be re-serialised through binary rounding and two honest parties could
+disagree on the bytes. Decimals are refused too; format them as strings deliberately
+("12.500" and "12.5" are different bytes). Integers must lie in the IEEE-754 safe range
+(|n| <= 2**53 - 1), as RFC 8785 requires.
+
+Speed: `rfc8785.dumps` is pure Python and, per document, costs a sizeable fraction of
+the Ed25519 verification it feeds (bench/bundle_verify.py measures it). For the subset
+we accept (objects with string keys, arrays, strings, safe integers, booleans, null),
+RFC 8785 output equals the stdlib's C JSON encoder with sorted keys, no whitespace and
+no ASCII escaping, encoded as UTF-8 (RFC 8785 escapes exactly what `json` escapes, with
+the same lowercase "\\u00XX" form), with one exception: keys sort by UTF-16 code units in
+RFC 8785 but by code points in Python, which differ only for characters above U+FFFF.
+So: a fast structural type check, the C encoder, and any output holding such a
+character is redone by `rfc8785` itself. tests/receipts/test_signing.py proves the
+equivalence against `rfc8785.dumps` with hypothesis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import rfc8785
+
+from receipts.errors import FLOAT_IN_SIGNED_DOCUMENT, NOT_CANONICALISABLE, ProofError
+
+_INT_MAX = 2**53 - 1
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+def _is_plain(obj: Any) -> bool:
+    """Fast structural test: only exact dicts with str keys, lists, str, safe ints,
+    bools and None. Anything else (floats, Decimals, tuples, subclasses, big ints) goes
+    to the slow, path-reporting walk, which either accepts it or says exactly where it
+    fails. No path bookkeeping here: this runs on every verification."""
+    kind = type(obj)
+    if kind is dict:
+        for key, value in obj.items():
+            if type(key) is not str:
+                return False
+            value_kind = type(value)
+            if value_kind is str or value_kind is bool or value is None:
+                continue
+            if value_kind is int:
+                if -_INT_MAX <= value <= _INT_MAX:
+                    continue
+                return False
+            if not _is_plain(value):
+                return False
+        return True
+    if kind is list:
+        for value in obj:
+            value_kind = type(value)
+            if value_kind is str or value_kind is bool or value is None:
+                continue
+            if value_kind is int:
+                if -_INT_MAX <= value <= _INT_MAX:
+                    continue
+                return False
+            if not _is_plain(value):
+                return False
+        return True
+    if kind is str or kind is bool or obj is None:
+        return True
+    if kind is int:
+        return -_INT_MAX <= obj <= _INT_MAX
+    return False
+
+
+def _walk(obj: Any, path: str) -> None:
+    """The strict type check with locations, for documents the fast test declined."""
+    if obj is None or isinstance(obj, (str, bool)):
+        return
+    if isinstance(obj, float):
+        raise ProofError(
+            FLOAT_IN_SIGNED_DOCUMENT,
+            f"{path}: floats are not allowed in signed documents; send {obj!r} as a decimal string",
+            {"path": path},
+        )
+    if isinstance(obj, int):
+        if -_INT_MAX <= obj <= _INT_MAX:
+            return
+        raise ProofError(
+            NOT_CANONICALISABLE,
+            f"{path}: integer {obj} is outside the JSON safe range; send it as a decimal string",
+            {"path": path},
+        )
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise ProofError(NOT_CANONICALISABLE, f"{path}: object key {key!r} is not a string", {"path": path})
+            _walk(value, f"{path}.{key}")
+        return
+    if isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            _walk(value, f"{path}[{index}]")
+        return
+    raise ProofError(
+        NOT_CANONICALISABLE,
+        f"{path}: {type(obj).__name__} cannot be signed; use strings, integers, booleans, null, lists, objects",
+        {"path": path, "type": type(obj).__name__},
+    )
+
+
+def _refuse(obj: Any) -> None:
+    raise TypeError(f"{type(obj).__name__} is not JSON")
+
+
+try:  # the C encoder without JSONEncoder's per-call set-up and circular-reference markers
+    from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - CPython always ships the accelerator
+    c_make_encoder = None
+
+_encode: Callable[[Any], str] = _ENCODE
+if c_make_encoder is not None and c_encode_basestring is not None:
+    _C_ENCODER = c_make_encoder(None, _refuse, c_encode_basestring, None, ":", ",", True, False, False)
+
+    def _encode_fast(obj: Any) -> str:
+        return "".join(_C_ENCODER(obj, 0))
+
+    _encode = _encode_fast
+
+# Characters above U+FFFF: the only place Python's code-point key order and RFC 8785's
+# UTF-16 order can disagree.
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """RFC 8785 canonical UTF-8 bytes of `obj` (see the module docstring for what is
+    refused and why)."""
+    try:
+        plain = _is_plain(obj)
+    except RecursionError as exc:
+        raise ProofError(NOT_CANONICALISABLE, "the document is nested too deeply (or refers to itself)", {}) from exc
+    if not plain:
+        _walk(obj, "$")  # raises with the location, or accepts tuples and subclasses
+    text = _encode(obj) if plain else _ENCODE(obj)
+    if not text.isascii() and _ASTRAL.search(text):
+        return reference_canonical_bytes(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProofError(NOT_CANONICALISABLE, "a string holds a lone surrogate (not UTF-8 encodable)", {}) from exc
+
+
+def reference_canonical_bytes(obj: Any) -> bytes:
+    """The same bytes via the `rfc8785` library (same refusals); the yardstick the fast
+    path is tested against."""
+    _walk(obj, "$")
+    try:
+        return rfc8785.dumps(obj)
+    except rfc8785.CanonicalizationError as exc:
+        raise ProofError(NOT_CANONICALISABLE, str(exc), {}) from exc
+
+
+def content_hash(obj: Any) -> str:
+    """Lowercase hex SHA-256 of the canonical bytes: how a receipt event binds a lot,
+    a grade spec or an attestation."""
+    return hashlib.sha256(canonical_bytes(obj)).hexdigest()
+
+
+# Every time in a signed document is UTC written 'YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z': no
+# offsets, so ordering and validity windows never depend on the signer's time zone.
+_UTC_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
+
+
+def parse_utc(text: Any) -> datetime | None:
+    """A timezone-aware datetime from a canonical UTC stamp, else None."""
+    if type(text) is not str:
+        return None
+    return _parse_stamp(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_stamp(text: str) -> datetime | None:
+    # Memoised: a bundle repeats its stamps (key validity, event times read by several
+    # checks), and str -> datetime is a pure function of immutable values.
+    if not _UTC_STAMP.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def utc_stamp(moment: datetime) -> str:
+    """The canonical stamp of an aware datetime (microseconds kept only when non-zero)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: receipts record aware UTC times only")
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"

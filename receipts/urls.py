@@ -1,0 +1,25 @@
+"""Warehouse API routes under /api/v1/ (the JWKS is published at /.well-known/jwks.json by config.urls)."""
+
+from django.urls import path
+
+from receipts import api
+
+urlpatterns = [
+    path("warehouses", api.WarehouseListView.as_view(), name="warehouses"),
+    path("warehouses/<str:code>/lots", api.LotRegisterView.as_view(), name="warehouse-lots"),
+    path("warehouses/<str:code>/readings", api.StorageReadingView.as_view(), name="warehouse-readings"),
+    path("warehouses/<str:code>/stock-statements", api.StockStatementView.as_view(),
+         name="warehouse-stock-statements"),
+    path("lots", api.LotListView.as_view(), name="lots"),
+    path("lots/<int:pk>", api.LotDetailView.as_view(), name="lot-detail"),
+    path("lots/<int:pk>/attestations", api.AttestationSubmitView.as_view(), name="lot-attestations"),
+    path("lots/<int:pk>/grade", api.LotGradeView.as_view(), name="lot-grade"),
+    path("lots/<int:pk>/receipts", api.ReceiptIssueView.as_view(), name="lot-receipts"),
+    path("receipts", api.ReceiptListView.as_view(), name="receipts"),
+    # Before receipts/<number>: "verify" is not a receipt number.
+    path("receipts/verify", api.BundleVerifyView.as_view(), name="receipts-verify"),
+    path("receipts/<str:number>", api.ReceiptDetailView.as_view(), name="receipt-detail"),
+    path("receipts/<str:number>/bundle", api.ReceiptBundleView.as_view(), name="receipt-bundle"),
+    path("receipts/<str:number>/withdrawal/complete", api.WithdrawalCompleteView.as_view(),
+         name="receipt-withdrawal-complete"),
+]

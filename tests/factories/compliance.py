@@ -1,0 +1,103 @@
+"""Factories and helpers for compliance tests: catalogue metals, a receipt in a warehouse, approved
+declarations and licences, and an officer's OTP-verified admin session."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.test import Client
+from django.utils import timezone
+
+from compliance.models import DeclarationStatus, EndUseDeclaration, ExportLicence, LicenceStatus
+from compliance.services import (
+    end_use_declaration_decide,
+    end_use_declaration_submit,
+    export_licence_decide,
+    export_licence_submit,
+)
+from members.models import Member, User
+from receipts.catalogue import load_catalogue
+from receipts.models import Lot, Metal, Receipt, Warehouse
+from tests.factories.members import MemberFactory, UserFactory
+
+_seq = itertools.count(1)
+
+
+def metal(symbol: str = "Ga") -> Metal:
+    """The catalogue's metal row (created from receipts/catalogue.json if missing)."""
+    existing = Metal.objects.filter(symbol=symbol).first()
+    if existing is not None:
+        return existing
+    spec = load_catalogue().metal(symbol)
+    return Metal.objects.create(
+        symbol=spec.symbol, name=spec.name, hs_code=spec.hs_code, export_controlled=spec.export_controlled,
+        controlled_since=spec.controlled_since, control_reference=spec.control_reference or "",
+        package_kg=spec.package_kg, forms=list(spec.forms), catalogue_version="test")
+
+
+def warehouse(country: str = "CN") -> Warehouse:
+    n = next(_seq)
+    operator = MemberFactory(roles=["warehouse"], country=country)
+    return Warehouse.objects.create(operator=operator, code=f"WH{n}", name=f"Test warehouse {n}", country=country,
+                                    region=country, approved=True)
+
+
+def receipt(*, symbol: str = "Ga", warehouse_country: str = "CN", holder: Member | None = None,
+            quantity_kg: str = "100.000") -> Receipt:
+    n = next(_seq)
+    store = warehouse(warehouse_country)
+    lot = Lot.objects.create(warehouse=store, metal=metal(symbol), form="ingot", net_mass_kg=Decimal(quantity_kg),
+                             package_count=1, brand="TEST", batch_number=f"B{n}", production_date=date(2026, 1, 5),
+                             location="vault-1", depositor=store.operator)
+    return Receipt.objects.create(number=f"R-TEST-{n:06d}", lot=lot, quantity_kg=Decimal(quantity_kg),
+                                  holder=holder or MemberFactory(), issued_at=timezone.now())
+
+
+def validity(days_back: int = 10, days_ahead: int = 200) -> dict[str, date]:
+    today = timezone.localdate()
+    return {"valid_from": today - timedelta(days=days_back), "valid_to": today + timedelta(days=days_ahead)}
+
+
+def declaration(member: Member, *, symbol: str = "Ga", approve: bool = True, **fields: Any) -> EndUseDeclaration:
+    values: dict[str, Any] = {"end_user": "Test Displays GmbH", "end_use": "AMOLED backplanes",
+                              "destination_country": "DE", **validity(), **fields}
+    made = end_use_declaration_submit(member=member, metal=metal(symbol), **values)
+    if approve:
+        end_use_declaration_decide(declaration=made, status=DeclarationStatus.APPROVED, decided_by=None,
+                                   reason="test approval")
+    return made
+
+
+def licence(exporter: Member, *, symbol: str = "Ga", cap: str = "100.000", destination: str = "DE",
+            approve: bool = True, **fields: Any) -> ExportLicence:
+    values: dict[str, Any] = {"licence_number": f"LIC-TEST-{next(_seq):06d}", "consignee": "Test Displays GmbH",
+                              "end_user": "Test Displays GmbH", "end_use": "AMOLED backplanes",
+                              "destination_country": destination, **validity(), **fields}
+    made = export_licence_submit(exporter=exporter, metal=metal(symbol), quantity_cap_kg=cap, **values)
+    if approve:
+        export_licence_decide(licence=made, status=LicenceStatus.APPROVED, decided_by=None, reason="test approval")
+    return made
+
+
+def officer(username: str = "officer-test") -> User:
+    return UserFactory(member=None, is_staff=True, is_superuser=True, username=username)
+
+
+def officer_client(user: User | None = None) -> Client:
+    """A Django test client logged in to the console with a verified TOTP code."""
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = user or officer()
+    device = TOTPDevice.objects.create(user=user, name="auth", confirmed=True)
+    code = f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
+    client = Client()
+    response = client.post("/admin/login/?next=/admin/", {
+        "username": user.username, "password": "test-password-123", "otp_device": device.persistent_id,
+        "otp_token": code}, REMOTE_ADDR="10.0.0.42")
+    assert response.status_code == 302, response.content[:2000]
+    client.user = user  # type: ignore[attr-defined]
+    return client

@@ -1,0 +1,68 @@
+"""Each process keeps its instruments' order books in memory and catches them up from the command log.
+
+The database is the truth: under the instrument's row lock a book is (re)built or replayed to the
+instrument's `book_seq` before use. A book touched by a transaction that did not commit is dropped,
+because its in-memory state may hold orders the database never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from trading.engine import OrderBook
+from trading.models import LIVE_ORDER_STATUSES, BookCommand, Instrument, Order, OrderType
+
+
+@dataclass
+class CachedBook:
+    book: OrderBook
+    seq: int
+    confirmed: bool = True
+
+
+_BOOKS: dict[int, CachedBook] = {}
+
+
+def drop(instrument_id: int) -> None:
+    _BOOKS.pop(instrument_id, None)
+
+
+def _rebuild(instrument: Instrument) -> CachedBook:
+    from trading.conversions import to_ticks, to_units
+
+    resting = (Order.objects.filter(instrument=instrument, status__in=LIVE_ORDER_STATUSES,
+                                    order_type=OrderType.LIMIT, tif="GTC")
+               .order_by("book_seq").values_list("pk", "member_id", "side", "price", "quantity_kg", "filled_kg"))
+    book = OrderBook.restore(
+        (pk, member_id, side, to_ticks(price, instrument), to_units(qty - filled))
+        for pk, member_id, side, price, qty, filled in resting)
+    return CachedBook(book=book, seq=instrument.book_seq)
+
+
+def book_for(instrument: Instrument) -> CachedBook:
+    """The instrument's book at `instrument.book_seq`. Caller holds the instrument's row lock."""
+    cached = _BOOKS.get(instrument.pk)
+    if cached is None or not cached.confirmed or cached.seq > instrument.book_seq:
+        cached = _BOOKS[instrument.pk] = _rebuild(instrument)
+    elif cached.seq < instrument.book_seq:
+        # Another process moved the book: replay what it did, in order (the engine is deterministic).
+        for cmd in BookCommand.objects.filter(instrument=instrument, seq__gt=cached.seq).order_by("seq"):
+            if cmd.kind == "submit":
+                cached.book.submit(cmd.order_id, cmd.owner, cmd.side, cmd.quantity, cmd.price, cmd.tif)
+            else:
+                cached.book.cancel(cmd.order_id)
+            cached.seq = cmd.seq
+    return cached
+
+
+def mark_tentative(instrument_id: int, cached: CachedBook) -> None:
+    """The book now holds uncommitted changes; it becomes trusted again only when the transaction commits."""
+    cached.confirmed = False
+
+    def confirm() -> None:
+        if _BOOKS.get(instrument_id) is cached:
+            cached.confirmed = True
+
+    transaction.on_commit(confirm)

@@ -1,0 +1,340 @@
+"""Order entry, cancellation and delivery-versus-payment settlement.
+
+One transaction per order: lock the instrument (serialising its book across processes), reserve what
+the order needs (cash held for a buy, receipts encumbered for a sell), match in the engine, and settle
+every fill — receipts to the buyer, cash to the seller, fees to the platform — before commit.
+Market orders are protected: they run as IOC limits at the edge of the instrument's price band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from compliance import policy
+from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
+from members.models import Member
+from receipts.lock_objects import receipts_for_update
+from receipts.models import Receipt, ReceiptStatus, Warehouse
+from receipts.services import receipts_deliver, receipts_encumber, receipts_release
+from trading import book_cache
+from trading.conversions import to_kg, to_price, to_ticks, to_units
+from trading.engine import Execution
+from trading.ledger import AVAILABLE, HELD, member_account, post, system_account
+from trading.lock_objects import instrument_for_update
+from trading.models import (
+    LIVE_ORDER_STATUSES,
+    AccountKind,
+    BookCommand,
+    Instrument,
+    InstrumentStatus,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    Trade,
+)
+
+CENT = Decimal("0.01")
+BPS = Decimal(10000)
+
+
+class OrderRejected(ValidationFailed):
+    default_code = "order_rejected"
+
+
+@dataclass
+class OrderResult:
+    order: Order
+    trades: list[Trade] = field(default_factory=list)
+    cancelled_order_ids: list[int] = field(default_factory=list)
+    replayed: bool = False
+
+
+def _ceil_cents(amount: Decimal) -> Decimal:
+    return amount.quantize(CENT, rounding=ROUND_CEILING)
+
+
+def _floor_cents(amount: Decimal) -> Decimal:
+    # Per-fill amounts round down (in the members' favour) so the fills of an order never need more
+    # than the cash held for it, which rounds up.
+    return amount.quantize(CENT, rounding=ROUND_DOWN)
+
+
+def buy_hold(quantity_kg: Decimal, limit: Decimal, instrument: Instrument) -> Decimal:
+    notional = _ceil_cents(quantity_kg * limit)
+    fee_bps = max(instrument.maker_fee_bps, instrument.taker_fee_bps)
+    return notional + _ceil_cents(notional * fee_bps / BPS)
+
+
+# --- validation (check_*) --------------------------------------------------------------------------
+
+def _decimal(value: Any, name: str) -> Decimal:
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise OrderRejected(f"{name} must be a number.", code="invalid_input", field=name) from exc
+    if not number.is_finite():
+        raise OrderRejected(f"{name} must be a number.", code="invalid_input", field=name)
+    return number
+
+
+@dataclass(frozen=True)
+class OrderTicket:
+    side: str
+    order_type: str
+    tif: str
+    quantity_kg: Decimal
+    price: Decimal | None  # the limit; for market orders the band edge they are protected by
+    engine_price: int
+
+
+def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str, quantity_kg: Any,
+                price: Any) -> OrderTicket:
+    """Everything about an order that can be judged without touching balances or receipts."""
+    if side not in Side.values:
+        raise OrderRejected("side must be buy or sell.", code="invalid_side", field="side")
+    if order_type not in OrderType.values:
+        raise OrderRejected("order_type must be limit or market.", code="invalid_order_type", field="order_type")
+    if tif not in TimeInForce.values:
+        raise OrderRejected("tif must be GTC, IOC or FOK.", code="invalid_tif", field="tif")
+    if instrument.status != InstrumentStatus.OPEN:
+        raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")
+    quantity = _decimal(quantity_kg, "quantity_kg")
+    if quantity <= 0:
+        raise OrderRejected("quantity_kg must be more than zero.", code="invalid_quantity", field="quantity_kg")
+    if quantity % instrument.lot_size_kg != 0:
+        raise OrderRejected(f"quantity_kg must be a multiple of the lot size {instrument.lot_size_kg} kg.",
+                            code="off_lot", field="quantity_kg")
+    if order_type == OrderType.MARKET:
+        if price not in (None, ""):
+            raise OrderRejected("A market order takes no price.", code="invalid_input", field="price")
+        edge = instrument.band_high if side == Side.BUY else instrument.band_low
+        if edge is None:
+            raise Conflict("Market orders need a reference price band; none is published yet.",
+                           code="no_reference_price")
+        return OrderTicket(side, order_type, TimeInForce.FOK if tif == TimeInForce.FOK else TimeInForce.IOC,
+                           quantity, edge, to_ticks(edge, instrument))
+    if price in (None, ""):
+        raise OrderRejected("A limit order needs a price.", code="price_required", field="price")
+    limit = _decimal(price, "price")
+    if limit <= 0:
+        raise OrderRejected("price must be more than zero.", code="invalid_price", field="price")
+    if limit % instrument.tick_size != 0:
+        raise OrderRejected(f"price must be a multiple of the tick {instrument.tick_size}.", code="off_tick",
+                            field="price")
+    if instrument.band_low is not None and instrument.band_high is not None \
+            and not instrument.band_low <= limit <= instrument.band_high:
+        raise OrderRejected(f"price is outside today's band {instrument.band_low}–{instrument.band_high}.",
+                            code="out_of_band", field="price",
+                            details={"band_low": str(instrument.band_low), "band_high": str(instrument.band_high)})
+    return OrderTicket(side, order_type, tif, quantity, limit, to_ticks(limit, instrument))
+
+
+def esg_class_receipt_ids(esg_class: str) -> list[int]:
+    """Receipts compliance has classified into `esg_class` (e.g. LC) under the current rule packs."""
+    from compliance.selectors import receipts_with_label
+
+    return list(receipts_with_label(esg_class).values_list("pk", flat=True))
+
+
+def region_countries(region: str) -> list[str]:
+    codes = Warehouse.objects.filter(region=region, approved=True).values_list("country", flat=True).distinct()
+    return sorted(str(c) for c in codes)
+
+
+def eligible_receipts(member: Member, instrument: Instrument) -> list[Receipt]:
+    """The member's receipts that may back a sell on this instrument, oldest first."""
+    receipts = Receipt.objects.filter(holder=member, grade_id=instrument.grade_id, status=ReceiptStatus.ACTIVE,
+                                      lot__warehouse__region=instrument.region, lot__warehouse__approved=True)
+    if instrument.esg_class:
+        receipts = receipts.filter(pk__in=esg_class_receipt_ids(instrument.esg_class))
+    return list(receipts.order_by("issued_at", "pk"))
+
+
+# --- placing (do_*) ----------------------------------------------------------------------------------------
+
+def order_place(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
+                quantity_kg: Any, price: Any, client_order_id: str) -> OrderResult:
+    """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts."""
+    if not client_order_id or len(client_order_id) > 64:
+        raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
+                            field="client_order_id")
+    ticket = check_order(instrument=instrument, side=side, order_type=order_type, tif=tif,
+                         quantity_kg=quantity_kg, price=price)
+    policy.require(policy.can_trade(member))
+    if side == Side.BUY:
+        # Delivery may come from any approved warehouse of the region: the buyer must be cleared for each.
+        for country in region_countries(instrument.region):
+            policy.require(policy.can_buy(member, instrument.grade.metal, country))
+    try:
+        with transaction.atomic():
+            return _place_locked(member, instrument.pk, ticket, client_order_id)
+    except BaseException:
+        book_cache.drop(instrument.pk)
+        raise
+
+
+def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, client_order_id: str) -> OrderResult:
+    instrument = instrument_for_update(instrument_id).select_related("grade__metal").get()
+    existing = Order.objects.filter(member=member, client_order_id=client_order_id).first()
+    if existing is not None:
+        same = (existing.instrument_id == instrument.pk and existing.side == ticket.side
+                and existing.quantity_kg == ticket.quantity_kg and existing.order_type == ticket.order_type)
+        if not same:
+            raise Unprocessable("client_order_id was already used for a different order.",
+                                code="client_order_id_reused")
+        return OrderResult(order=existing, trades=list(Trade.objects.filter(
+            buy_order=existing) | Trade.objects.filter(sell_order=existing)), replayed=True)
+    if instrument.status != InstrumentStatus.OPEN:
+        raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")
+    cached = book_cache.book_for(instrument)
+    seq = instrument.book_seq + 1
+    order = Order.objects.create(
+        member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
+        order_type=ticket.order_type, tif=ticket.tif,
+        price=ticket.price if ticket.order_type == OrderType.LIMIT else None, quantity_kg=ticket.quantity_kg,
+        book_seq=seq)
+    if ticket.side == Side.BUY:
+        hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument)
+        account = member_account(member, instrument.currency)
+        post(kind="hold", reference=f"O{order.pk}", legs=[(account, AVAILABLE, -hold), (account, HELD, hold)])
+        order.held_amount = hold
+    else:
+        receipts = eligible_receipts(member, instrument)
+        locked = list(receipts_for_update([r.pk for r in receipts]).select_related("lot__metal", "holder"))
+        locked.sort(key=lambda r: (r.issued_at, r.pk))
+        receipts_encumber(receipts=locked, quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
+
+    engine_tif = ticket.tif
+    book_cache.mark_tentative(instrument.pk, cached)
+    execution = cached.book.submit(order.pk, member.pk, ticket.side, to_units(ticket.quantity_kg),
+                                   ticket.engine_price, engine_tif)
+    cached.seq = seq
+    BookCommand.objects.create(instrument=instrument, seq=seq, kind="submit", order=order, owner=member.pk,
+                               side=ticket.side, quantity=to_units(ticket.quantity_kg), price=ticket.engine_price,
+                               tif=engine_tif)
+    instrument.book_seq = seq
+    instrument.save(update_fields=["book_seq"])
+    result = OrderResult(order=order)
+    _settle(instrument, order, execution, result)
+    return result
+
+
+def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:
+    maker_ids = {fill.maker_id for fill in execution.fills} | set(execution.cancelled)
+    orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")}
+    orders[taker.pk] = taker
+    accounts: dict[int, Any] = {}
+    fees_account = system_account(AccountKind.FEES, instrument.currency)
+    now = timezone.now()
+    touched: set[int] = set()
+
+    def account_of(member: Member) -> Any:
+        if member.pk not in accounts:
+            accounts[member.pk] = member_account(member, instrument.currency)
+        return accounts[member.pk]
+
+    for fill in execution.fills:
+        maker = orders[fill.maker_id]
+        buy, sell = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+        quantity = to_kg(fill.quantity)
+        price = to_price(fill.price, instrument)
+        notional = _floor_cents(quantity * price)
+        buyer_bps = instrument.taker_fee_bps if buy is taker else instrument.maker_fee_bps
+        seller_bps = instrument.taker_fee_bps if sell is taker else instrument.maker_fee_bps
+        buyer_fee = _floor_cents(notional * buyer_bps / BPS)
+        seller_fee = _floor_cents(notional * seller_bps / BPS)
+        trade = Trade.objects.create(
+            instrument=instrument, buy_order=buy, sell_order=sell, buyer_id=buy.member_id, seller_id=sell.member_id,
+            aggressor=taker.side, price=price, quantity_kg=quantity, notional=notional, buyer_fee=buyer_fee,
+            seller_fee=seller_fee, executed_at=now)
+        # Delivery and payment in the same transaction: title moves only if cash moves, and back.
+        receipts_deliver(order_ref=f"O{sell.pk}", seller=sell.member, buyer=buy.member, quantity_kg=quantity,
+                         trade_ref=f"T{trade.pk}")
+        post(kind="trade", reference=f"T{trade.pk}", legs=[
+            (account_of(buy.member), HELD, -(notional + buyer_fee)),
+            (account_of(sell.member), AVAILABLE, notional - seller_fee),
+            (fees_account, AVAILABLE, buyer_fee + seller_fee),
+        ])
+        buy.held_amount -= notional + buyer_fee
+        for order in (buy, sell):
+            order.filled_kg += quantity
+            order.status = OrderStatus.FILLED if order.filled_kg == order.quantity_kg else OrderStatus.PARTIALLY_FILLED
+            touched.add(order.pk)
+        result.trades.append(trade)
+
+    for cancelled_id in execution.cancelled:  # resting orders of the same owner, removed by self-trade prevention
+        order = orders[cancelled_id]
+        order.status = OrderStatus.CANCELLED
+        touched.add(order.pk)
+        result.cancelled_order_ids.append(cancelled_id)
+
+    if execution.resting == 0 and taker.status not in (OrderStatus.FILLED,):
+        taker.status = OrderStatus.EXPIRED  # IOC/FOK/market remainder, dropped by the engine
+    touched.add(taker.pk)
+    for pk in touched:
+        order = orders[pk]
+        if order.status in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            _release(order, account_of(order.member) if order.side == Side.BUY else None)
+            order.closed_at = now
+        order.save(update_fields=["filled_kg", "status", "held_amount", "closed_at"])
+
+
+def _release(order: Order, account: Any) -> None:
+    """Give back what a finished order still reserves: the rest of a buy's cash hold, a sell's receipts."""
+    if order.side == Side.BUY:
+        if order.held_amount > 0:
+            post(kind="release", reference=f"O{order.pk}",
+                 legs=[(account, HELD, -order.held_amount), (account, AVAILABLE, order.held_amount)])
+            order.held_amount = Decimal(0)
+    else:
+        receipts_release(order_ref=f"O{order.pk}", holder=order.member)
+
+
+def order_cancel(*, member: Member, order_id: int) -> Order:
+    """Cancel a live order and release exactly what it still holds. Takes the instrument's row lock."""
+    order = Order.objects.filter(pk=order_id, member=member).first()
+    if order is None:
+        raise NotFound("No such order.")
+    try:
+        with transaction.atomic():
+            instrument = instrument_for_update(order.instrument_id).get()
+            order = Order.objects.select_related("member").get(pk=order.pk)
+            if order.status not in LIVE_ORDER_STATUSES:
+                raise Conflict(f"The order is {order.status}; there is nothing to cancel.", code="order_not_live")
+            cached = book_cache.book_for(instrument)
+            seq = instrument.book_seq + 1
+            book_cache.mark_tentative(instrument.pk, cached)
+            cached.book.cancel(order.pk)
+            cached.seq = seq
+            BookCommand.objects.create(instrument=instrument, seq=seq, kind="cancel", order=order, owner=member.pk,
+                                       side=order.side)
+            instrument.book_seq = seq
+            instrument.save(update_fields=["book_seq"])
+            order.status = OrderStatus.CANCELLED
+            order.closed_at = timezone.now()
+            _release(order, member_account(member, instrument.currency) if order.side == Side.BUY else None)
+            order.save(update_fields=["status", "closed_at", "held_amount"])
+            return order
+    except BaseException:
+        book_cache.drop(order.instrument_id)
+        raise
+
+
+def instrument_set_status(*, instrument: Instrument, status: str, reason: str) -> Instrument:
+    if status not in InstrumentStatus.values:
+        raise ValidationFailed("Unknown instrument status.", code="invalid_status")
+    if not reason.strip():
+        raise ValidationFailed("Halting or opening needs a reason.", code="reason_required", field="reason")
+    with transaction.atomic():
+        locked = instrument_for_update(instrument.pk).get()
+        locked.status = status
+        locked.save(update_fields=["status"])
+    return locked
+

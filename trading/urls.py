@@ -1,0 +1,17 @@
+from django.urls import path
+
+from trading import api
+
+urlpatterns = [
+    path("instruments", api.InstrumentListView.as_view(), name="instruments"),
+    path("instruments/<str:code>", api.InstrumentDetailView.as_view(), name="instrument"),
+    path("instruments/<str:code>/depth", api.DepthView.as_view(), name="instrument-depth"),
+    path("instruments/<str:code>/trades", api.InstrumentTradesView.as_view(), name="instrument-trades"),
+    path("orders", api.OrderListCreateView.as_view(), name="orders"),
+    path("orders/<int:pk>", api.OrderDetailView.as_view(), name="order"),
+    path("orders/<int:pk>/cancel", api.OrderCancelView.as_view(), name="order-cancel"),
+    path("trades/mine", api.MyTradesView.as_view(), name="my-trades"),
+    path("balances", api.BalancesView.as_view(), name="balances"),
+    path("holdings", api.HoldingsView.as_view(), name="holdings"),
+    path("holdings/<str:number>/withdrawal", api.WithdrawalRequestView.as_view(), name="withdrawal-request"),
+]
