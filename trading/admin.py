@@ -7,12 +7,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from compliance.admin import AuditEventAdmin
 from config.admin_actions import reason_action
 from config.errors import ApplicationError
 from trading.ledger import cash_deposit, cash_withdraw
@@ -125,3 +127,6 @@ class JournalEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     search_fields = ["reference", "memo"]
     inlines = [PostingInline]
+
+
+admin.site.register(apps.get_model("trading", "AccountAuditEvent"), AuditEventAdmin)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pgtrigger
 from django.db import models
 from django.db.models import Q
 
+from compliance.audit import audited
 from members.models import Member
 from receipts.models import MASS, Grade
 
@@ -164,6 +166,7 @@ class AccountKind(models.TextChoices):
     EXTERNAL = "external", "Outside world (bank transfers in and out)"
 
 
+@audited(fields=["member", "kind", "currency", "available", "held"])
 class Account(models.Model):
     """Cash of one owner in one currency: available and held. Only the outside-world account may go negative
     (it is the other side of every deposit), so cash per currency sums to zero across all accounts."""
@@ -201,6 +204,9 @@ class JournalEntry(models.Model):
     class Meta:
         ordering = ["-pk"]
         verbose_name_plural = "journal entries"
+        # The journal is the audit trail of cash: the database refuses to rewrite it.
+        triggers = [pgtrigger.Protect(name="journal_entry_append_only",
+                                      operation=pgtrigger.Update | pgtrigger.Delete)]
 
     def __str__(self) -> str:
         return f"J{self.pk} {self.kind} {self.reference}"
@@ -218,6 +224,7 @@ class Posting(models.Model):
     class Meta:
         ordering = ["entry_id", "pk"]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="posting_non_zero")]
+        triggers = [pgtrigger.Protect(name="posting_append_only", operation=pgtrigger.Update | pgtrigger.Delete)]
 
     def __str__(self) -> str:
         return f"{self.entry_id}: {self.account_id}/{self.bucket} {self.amount}"
