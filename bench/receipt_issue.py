@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 DB_NAME = "ingot_bench"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 QUANTITY = "1.000"  # kg per receipt; each lot is large enough for every receipt a phase issues
+WARM_UP = 3  # unmeasured receipts per client before a phase
 
 ENV = {
     **os.environ,
@@ -174,7 +175,7 @@ class Client:
 def run_phase(port: int, world: dict[str, Any], lot_ids: list[int], per_client: int) -> dict[str, Any]:
     clients = [Client(port, world["token"], lot_id, world["holder"]) for lot_id in lot_ids]
     for client in clients:  # warm-up: connections open, workers' code paths and caches hot (not measured)
-        client.issue(3)
+        client.issue(WARM_UP)
         client.latencies.clear()
         client.numbers.clear()
         client.statuses.clear()
@@ -194,10 +195,11 @@ def run_phase(port: int, world: dict[str, Any], lot_ids: list[int], per_client: 
         "requests": len(latencies), "created": statuses.get(201, 0), "statuses": statuses, "seconds": elapsed,
         "rate": statuses.get(201, 0) / elapsed, "p50_ms": 1000 * statistics.median(latencies),
         "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))], "numbers": [n for c in clients for n in c.numbers],
+        "warm_up": WARM_UP * len(clients),
     }
 
 
-def check(port: int, world: dict[str, Any], numbers: list[str]) -> str:
+def check(port: int, world: dict[str, Any], numbers: list[str], warm_up: int) -> str:
     """Every 201 left exactly one receipt, and a receipt issued under load has a bundle that verifies."""
     from receipts.models import Receipt
 
@@ -207,8 +209,9 @@ def check(port: int, world: dict[str, Any], numbers: list[str]) -> str:
     bundle = conn.getresponse().read()
     conn.request("POST", "/api/v1/receipts/verify", bundle, {"Content-Type": "application/json"})
     verified = json.loads(conn.getresponse().read())["ok"]
-    return f"{stored} receipts stored for {len(set(numbers))} distinct numbers returned; bundle of {numbers[-1]} " \
-           f"verifies: {verified}"
+    return (f"{stored} receipts in the database = {len(set(numbers))} measured 201s (distinct numbers) + {warm_up} "
+            f"warm-up: {'OK' if stored == len(set(numbers)) + warm_up else 'MISMATCH'}; bundle of {numbers[-1]} "
+            f"verifies: {verified}")
 
 
 def main() -> None:
@@ -229,7 +232,8 @@ def main() -> None:
         per_client = max(1, args.receipts // args.clients)
         sequential = run_phase(port, world, world["lot_ids"][:1], args.receipts)
         parallel = run_phase(port, world, world["lot_ids"][1:], per_client)
-        verdict = check(port, world, sequential["numbers"] + parallel["numbers"])
+        verdict = check(port, world, sequential["numbers"] + parallel["numbers"],
+                        sequential["warm_up"] + parallel["warm_up"])
     finally:
         if proc is not None:
             proc.terminate()

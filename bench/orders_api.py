@@ -1,0 +1,186 @@
+"""HTTP order entry through gunicorn on loopback against PostgreSQL: orders/s and latency percentiles.
+
+Real path end to end: token authentication, Idempotency-Key, cash holds / receipt encumbrance,
+matching, DvP settlement with signed receipt events, double-entry ledger. About 30 % of orders cross.
+
+    .venv/bin/python bench/orders_api.py [--seconds 20] [--connections 8] [--workers 2]
+
+Needs `wrk` (Debian package `wrk`). Uses its own database `ingot_bench_orders` (dropped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB = "ingot_bench_orders"
+PG = "postgres://postgres@127.0.0.1:5432"
+PORT = 8765
+
+LUA = r"""
+local tokens = {%(tokens)s}
+local sides = {%(sides)s}
+local counter = 0
+local thread_id = 0
+local id_seq = 0
+function setup(thread)
+  id_seq = id_seq + 1
+  thread:set("thread_id", id_seq)
+end
+function request()
+  counter = counter + 1
+  local i = (counter * 7 + thread_id) %% #tokens + 1
+  local side = sides[i]
+  local r = math.random()
+  local price
+  -- ~30%% of orders cross: aggressive buys at 590, aggressive sells at 570; the rest rest away from mid.
+  if r < 0.30 then
+    if side == "buy" then price = 590 else price = 570 end
+  else
+    local offset = math.random(1, 50) / 10
+    if side == "buy" then price = 575 - offset else price = 585 + offset end
+  end
+  local coid = string.format("b%%d-%%d", thread_id, counter)
+  local body = string.format('{"instrument":"GA-6N-CN","side":"%%s","order_type":"limit","tif":"GTC","quantity_kg":"%%d","price":"%%.2f","client_order_id":"%%s"}',
+    side, math.random(1, 3), price, coid)
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["Authorization"] = "Token " .. tokens[i]
+  headers["Idempotency-Key"] = coid
+  return wrk.format("POST", "/api/v1/orders", headers, body)
+end
+local statuses = {}
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  io.write("STATUS ")
+  for k, v in pairs(statuses) do io.write(k .. "=" .. v .. " ") end
+  io.write("\n")
+end
+"""
+
+
+def psql(sql: str) -> None:
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": f"{PG}/{DB}", "REDIS_URL": "redis://127.0.0.1:6379/14",
+            "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "false",
+            "INGOT_DEMO_MARKET_MAKER": "false", "LOG_LEVEL": "WARNING", "GUNICORN_ACCESSLOG": "",
+            "DB_CONN_MAX_AGE": "600"}
+
+
+def setup_market(traders: int) -> tuple[list[str], list[str]]:
+    os.environ.update(env())
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from rest_framework.authtoken.models import Token
+
+    from members.models import User
+    from tests.factories.members import MemberFactory
+    from tests.factories.receipts import ReceiptWorld
+    from tests.factories.trading import funded_member, instrument
+
+    instrument()
+    world = ReceiptWorld()
+    tokens, sides = [], []
+    for n in range(traders):
+        if n % 2 == 0:
+            member = funded_member("100000000.00")
+            sides.append("buy")
+        else:
+            member = MemberFactory(roles=["trader", "producer"])
+            for _ in range(2):
+                world.receipt(member, quantity="50000.000")
+            sides.append("sell")
+        user = User.objects.create_user(username=f"bench{n}", password="bench-password-1", member=member)
+        tokens.append(Token.objects.create(user=user).key)
+    del Decimal
+    return tokens, sides
+
+
+def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.3)
+    raise RuntimeError("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--traders", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the database")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    psql(f"DROP DATABASE IF EXISTS {DB}")
+    psql(f"CREATE DATABASE {DB}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env(), check=True)
+    tokens, sides = setup_market(args.traders)
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    script.write(LUA % {"tokens": ",".join(f'"{t}"' for t in tokens), "sides": ",".join(f'"{s}"' for s in sides)})
+    script.close()
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "platform/gunicorn.conf.py",
+         "--workers", str(args.workers), "--bind", f"127.0.0.1:{PORT}", "--access-logfile", "/dev/null"],
+        cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_up(f"http://127.0.0.1:{PORT}/healthz")
+        # Warm-up: fill both sides of the book and the per-process caches.
+        subprocess.run(["wrk", "-t1", "-c2", "-d3s", "-s", script.name, f"http://127.0.0.1:{PORT}"],
+                       check=True, capture_output=True)
+        out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+                              "-s", script.name, f"http://127.0.0.1:{PORT}"], check=True, capture_output=True,
+                             text=True).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    from django.db import connection
+
+    from trading.models import Order, Trade
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pcts = dict(re.findall(r"\s+(50|75|90|99)%\s+([\d.]+\w+)", out))
+    statuses = re.search(r"STATUS (.*)", out)
+    summary = {
+        "orders_per_s": rps, "p50": pcts.get("50"), "p90": pcts.get("90"), "p99": pcts.get("99"),
+        "statuses": statuses.group(1).strip() if statuses else "", "orders_total": Order.objects.count(),
+        "trades_total": Trade.objects.count(), "workers": args.workers, "connections": args.connections,
+        "seconds": args.seconds,
+    }
+    print(out)
+    print(json.dumps(summary, indent=2))
+    connection.close()
+    if not args.keep:
+        psql(f"DROP DATABASE IF EXISTS {DB}")
+
+
+if __name__ == "__main__":
+    main()
