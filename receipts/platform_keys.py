@@ -7,6 +7,7 @@ INGOT_KEY_SECRET_FILE; development creates that file with a random secret on fir
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,6 +23,11 @@ from receipts.signing import decrypt_private_key, encrypt_private_key, key_id, p
 
 PLATFORM_LEGAL_ID = "INGOT-PLATFORM"
 _decrypted: dict[str, Ed25519PrivateKey] = {}
+# A process re-reads which key is active at most this often; a rotated-out key stays valid for
+# ROTATION_GRACE after rotation so events signed from the cache just before it still verify.
+_ACTIVE_TTL = timedelta(seconds=2)
+ROTATION_GRACE = timedelta(seconds=30)
+_active: tuple[str, str, datetime] | None = None
 
 
 def _secret() -> bytes:
@@ -62,15 +68,20 @@ def platform_key_rotate() -> SigningKey:
         if old is not None:
             old.active = False
             old.save(update_fields=["active"])
-            SigningKey.objects.filter(pk=old.signing_key_id).update(valid_to=now)
+            SigningKey.objects.filter(pk=old.signing_key_id).update(valid_to=now + ROTATION_GRACE)
         signing_key = SigningKey.objects.create(member=member, kid=key_id(public), label="platform event key",
                                                 public_key=b64url_encode(public_key_bytes(public)), valid_from=now)
         PlatformKey.objects.create(signing_key=signing_key, encrypted_private_key=encrypt_private_key(private, _secret()))
+    forget_active_key()
     return signing_key
 
 
 def platform_signer() -> tuple[Ed25519PrivateKey, str]:
     """The active platform key and its kid, creating the first one if there is none."""
+    global _active
+    now = timezone.now()
+    if _active is not None and now - _active[2] < _ACTIVE_TTL:
+        return _decrypted[_active[0]], _active[0]
     row = PlatformKey.objects.filter(active=True).values_list("signing_key__kid", "encrypted_private_key").first()
     if row is None:
         try:
@@ -83,4 +94,11 @@ def platform_signer() -> tuple[Ed25519PrivateKey, str]:
     key = _decrypted.get(kid)
     if key is None:
         key = _decrypted[kid] = decrypt_private_key(blob, _secret())
+    _active = (kid, blob, now)
     return key, kid
+
+
+def forget_active_key() -> None:
+    """Drop the cached choice of active key (after a rotation in this process, and in tests)."""
+    global _active
+    _active = None

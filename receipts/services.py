@@ -319,9 +319,10 @@ class _Signer:
         return cls(key, kid, timezone.now())
 
 
-def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer) -> ReceiptEvent:
+def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer, *,
+            save: bool = True) -> ReceiptEvent:
     """Append one signed event and move the receipt's status as the chain's transition map says.
-    The caller holds the receipt's row lock and saves the receipt."""
+    The caller holds the receipt's row lock and saves the receipt (and the event, if `save` is off)."""
     if kind not in chain.OPENING_KINDS and receipt.status not in chain.TRANSITIONS[kind]:
         raise IllegalTransition(f"Receipt {receipt.number} is {receipt.status}; it cannot be {kind}.",
                                 details={"receipt": receipt.number, "status": receipt.status, "event": kind})
@@ -340,8 +341,11 @@ def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer) 
         receipt.closed_at = signer.at
     receipt.last_event_seq = event["seq"]
     receipt.last_event_hash = sealed["hash"]
-    return ReceiptEvent.objects.create(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"],
-                                       hash=sealed["hash"], signature=dict(sealed["sig"]), recorded_at=signer.at)
+    row = ReceiptEvent(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"], hash=sealed["hash"],
+                       signature=dict(sealed["sig"]), recorded_at=signer.at)
+    if save:
+        row.save(force_insert=True)
+    return row
 
 
 _STATUS_AFTER: dict[str, str | None] = {
@@ -360,6 +364,11 @@ _RECEIPT_FIELDS = ["status", "frozen_from", "holder", "encumbrance_ref", "last_e
 
 def _next_number(metal: Metal, year: int) -> str:
     """WR-GA-2026-000123. Takes the metal/year counter's row lock."""
+    return _next_numbers(metal, year, 1)[0]
+
+
+def _next_numbers(metal: Metal, year: int, count: int) -> list[str]:
+    """`count` consecutive receipt numbers under one take of the counter's row lock."""
     counter = receipt_counter_for_update(metal_id=metal.pk, year=year).first()
     if counter is None:
         try:
@@ -368,9 +377,10 @@ def _next_number(metal: Metal, year: int) -> str:
         except IntegrityError:
             pass
         counter = receipt_counter_for_update(metal_id=metal.pk, year=year).get()
-    counter.last += 1
+    first = counter.last + 1
+    counter.last += count
     counter.save(update_fields=["last"])
-    return f"WR-{metal.symbol.upper()}-{year}-{counter.last:06d}"
+    return [f"WR-{metal.symbol.upper()}-{year}-{n:06d}" for n in range(first, counter.last + 1)]
 
 
 def open_quantity(lot: Lot) -> Decimal:
@@ -446,9 +456,10 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     """Close `receipt` and open one child per (quantity, holder); quantities sum to the parent's.
     Caller holds the receipt's row lock."""
     assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
-    children = [Receipt(number=_next_number(receipt.lot.metal, signer.at.year), lot_id=receipt.lot_id,
-                        parent=receipt, grade_id=receipt.grade_id, quantity_kg=q, holder=h,
-                        status=ReceiptStatus.ACTIVE, issued_at=signer.at) for q, h in parts]
+    numbers = _next_numbers(receipt.lot.metal, signer.at.year, len(parts))
+    children = [Receipt(number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id, quantity_kg=q,
+                        holder=h, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
+                for n, (q, h) in zip(numbers, parts, strict=True)]
     data: dict[str, Any] = {"children": [{"receipt": c.number, "quantity": format_kg(c.quantity_kg),
                                           "holder": member_ref(h)} for c, (_, h) in zip(children, parts, strict=True)]}
     if trade:
@@ -456,12 +467,15 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     split_event = _append(receipt, chain.SPLIT, data, signer)
     receipt.encumbrance_ref = ""
     receipt.save(update_fields=_RECEIPT_FIELDS)
+    # Each child's chain opens with split_from: sealed before the rows exist, then written in two bulk inserts.
+    opening = [_append(child, chain.SPLIT_FROM, {"parent": receipt.number, "parent_event_hash": split_event.hash,
+                                                 "quantity": format_kg(child.quantity_kg),
+                                                 "holder": member_ref(holder)}, signer, save=False)
+               for child, (_, holder) in zip(children, parts, strict=True)]
     Receipt.objects.bulk_create(children)
-    for child, (_, holder) in zip(children, parts, strict=True):
-        _append(child, chain.SPLIT_FROM, {"parent": receipt.number, "parent_event_hash": split_event.hash,
-                                          "quantity": format_kg(child.quantity_kg), "holder": member_ref(holder)},
-                signer)
-        child.save(update_fields=_RECEIPT_FIELDS)
+    for event, child in zip(opening, children, strict=True):
+        event.receipt = child
+    ReceiptEvent.objects.bulk_create(opening)
     return children
 
 

@@ -40,6 +40,14 @@ def client_for(user: Any) -> MemberClient:
     return client
 
 
+@pytest.fixture(autouse=True)
+def _fresh_platform_key_cache() -> None:
+    """Each test's database has its own platform keys; never sign with the previous test's cached one."""
+    from receipts.platform_keys import forget_active_key
+
+    forget_active_key()
+
+
 @pytest.fixture
 def member_client(db: None) -> Any:
     def make(roles: list[str] | None = None, **member_fields: Any) -> MemberClient:

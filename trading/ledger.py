@@ -78,9 +78,12 @@ def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: 
         Posting.objects.bulk_create(
             Posting(entry=entry, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
             for acc, bucket, amount in legs)
+        by_account: dict[int, dict[str, Decimal]] = defaultdict(dict)
         for (pk, bucket), amount in delta.items():
-            Account.objects.filter(pk=pk).update(**{bucket: F(bucket) + amount})
+            by_account[pk][bucket] = amount
             setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
+        for pk, buckets in by_account.items():  # one UPDATE per account, both buckets at once
+            Account.objects.filter(pk=pk).update(**{b: F(b) + a for b, a in buckets.items() if a})
     return entry
 
 
