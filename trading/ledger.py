@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 
 from config.errors import Conflict, ValidationFailed
 from members.models import Member, User
@@ -50,9 +49,9 @@ def system_account(kind: str, currency: str) -> Account:
         return Account.objects.get(kind=kind, currency=currency, member=None)
 
 
-def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: User | None = None,
-         locked: bool = False) -> JournalEntry:
-    """Write one balanced journal entry and apply it to the balances. Locks the accounts unless `locked`."""
+def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: User | None = None) -> JournalEntry:
+    """Write one balanced journal entry and apply it to the balances. Takes the accounts' row locks (pk order)
+    and reads their balances fresh under the lock."""
     legs = [(acc, bucket, quantize_money(amount)) for acc, bucket, amount in legs if amount]
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for account, _, amount in legs:
@@ -60,10 +59,7 @@ def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: 
     if any(total != 0 for total in totals.values()):
         raise ValueError(f"unbalanced journal entry {kind}: {dict(totals)}")
     with transaction.atomic():
-        if not locked:
-            current = {a.pk: a for a in accounts_for_update([acc.pk for acc, _, _ in legs])}
-        else:
-            current = {acc.pk: acc for acc, _, _ in legs}
+        current = {a.pk: a for a in accounts_for_update([acc.pk for acc, _, _ in legs])}
         delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
         for account, bucket, amount in legs:
             delta[(account.pk, bucket)] += amount
@@ -78,12 +74,12 @@ def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: 
         Posting.objects.bulk_create(
             Posting(entry=entry, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
             for acc, bucket, amount in legs)
-        by_account: dict[int, dict[str, Decimal]] = defaultdict(dict)
         for (pk, bucket), amount in delta.items():
-            by_account[pk][bucket] = amount
             setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
-        for pk, buckets in by_account.items():  # one UPDATE per account, both buckets at once
-            Account.objects.filter(pk=pk).update(**{b: F(b) + a for b, a in buckets.items() if a})
+        # The rows are locked, so the new balances are computed here in Decimal and written as values:
+        # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift.
+        for pk in {pk for pk, _ in delta}:
+            Account.objects.filter(pk=pk).update(available=current[pk].available, held=current[pk].held)
     return entry
 
 
