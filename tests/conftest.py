@@ -70,8 +70,19 @@ def _redis_url() -> str:
     return str(settings.REDIS_URL)
 
 
+# Each test run has its own default queue, so parallel runs (developers, CI) sharing one Redis never
+# take each other's tasks, and nobody has to flush the broker under someone else's feet.
+TEST_QUEUE = f"ingot-test-{os.getpid()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from config.celery import app
+
+    app.conf.task_default_queue = TEST_QUEUE
+
+
 def start_worker(db_name: str, *, concurrency: int = 1, extra_env: dict[str, str] | None = None,
-                 queues: str = "celery") -> subprocess.Popen[bytes]:
+                 queues: str = TEST_QUEUE) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}", "REDIS_URL": _redis_url(),
            **(extra_env or {})}
@@ -110,7 +121,8 @@ def celery_worker(transactional_db: None) -> Iterator[subprocess.Popen[bytes]]:
     import redis
     from django.db import connection
 
-    redis.Redis.from_url(_redis_url()).flushdb()
+    client = redis.Redis.from_url(_redis_url())
+    client.delete(TEST_QUEUE)  # only this run's queue: leftovers of an earlier run with the same pid
     proc = start_worker(connection.settings_dict["NAME"])
     try:
         yield proc

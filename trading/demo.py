@@ -113,4 +113,7 @@ def load() -> list[str]:
     trades = ensure_trades()
     quotes = market_maker_requote(seed=7) if not Order.objects.filter(
         member__legal_id=MARKET_MAKER, status__in=LIVE_ORDER_STATUSES).exists() else 0
-    return [f"  market:     {len(instruments)} instruments, {trades} opening trades, {quotes} market-maker quotes"]
+    from trading import pricing_demo
+
+    return [f"  market:     {len(instruments)} instruments, {trades} opening trades, {quotes} market-maker quotes",
+            *pricing_demo.load()]

@@ -33,6 +33,10 @@ EMPTY_FILE = "empty_file"
 
 Severity = Literal["error", "warning"]
 
+# What a stored observation can hold (trading.pricing_models.FactorObservation.value: 24 digits, 6 places).
+VALUE_DECIMAL_PLACES = 6
+VALUE_LIMIT = 10**18
+
 
 @dataclass(frozen=True, slots=True)
 class FactorObservation:
@@ -135,6 +139,14 @@ def _validate(
 
     if not value.is_finite():
         issues.append(FactorIssue(INVALID_VALUE, f"value {value} is not a finite number"))
+    elif abs(value) >= VALUE_LIMIT or _decimal_places(value) > VALUE_DECIMAL_PLACES:
+        issues.append(
+            FactorIssue(
+                INVALID_VALUE,
+                f"value {value} is out of range: below {VALUE_LIMIT:,} with at most {VALUE_DECIMAL_PLACES} "
+                "decimal places",
+            )
+        )
     elif value < 0 and not (spec is not None and spec.allow_negative):
         issues.append(FactorIssue(NEGATIVE_VALUE, f"value {value} is negative"))
 
@@ -298,6 +310,16 @@ def parse_factor_csv_report(
     return FactorFileReport(observations=observations, warnings=sorted(warnings, key=lambda i: i.row or 0))
 
 
+def read_text(file: str | os.PathLike[str] | IO[str] | IO[bytes]) -> str:
+    """A factor file's text: UTF-8 (a leading byte-order mark dropped), from a path or a file object."""
+    return _read_text(file)
+
+
+def parse_timestamp(cell: str) -> datetime | None:
+    """An ISO date (midnight UTC) or an ISO datetime with an offset, in UTC; None otherwise."""
+    return _parse_timestamp(cell)
+
+
 def _read_text(file: str | os.PathLike[str] | IO[str] | IO[bytes]) -> str:
     if isinstance(file, str | os.PathLike):
         raw: str | bytes = Path(file).read_bytes()
@@ -321,6 +343,11 @@ def _parse_timestamp(cell: str) -> datetime | None:
         return None
     # A datetime without an offset is ambiguous (whose midnight?), so it is refused.
     return moment.astimezone(UTC) if moment.tzinfo is not None else None
+
+
+def _decimal_places(number: Decimal) -> int:
+    exponent = number.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _parse_decimal(cell: str) -> Decimal | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from trading.models import Account, Instrument, Order
+from trading.models import Account, CandleWatermark, Instrument, Order
 
 
 def instrument_for_update(pk: int) -> QuerySet[Instrument]:
@@ -19,3 +19,8 @@ def accounts_for_update(pks: list[int]) -> QuerySet[Account]:
 
 def orders_for_update(pks: list[int]) -> QuerySet[Order]:
     return Order.objects.select_for_update(of=("self",)).filter(pk__in=sorted(set(pks))).order_by("pk")
+
+
+def candle_watermark_for_update(instrument_id: int) -> QuerySet[CandleWatermark]:
+    # Serialises candle folds of one instrument (never order entry: the instrument row is not locked).
+    return CandleWatermark.objects.select_for_update().filter(pk=instrument_id)

@@ -228,3 +228,6 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entry_id}: {self.account_id}/{self.bucket} {self.amount}"
+
+
+from trading.pricing_models import *  # noqa: E402,F401,F403

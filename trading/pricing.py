@@ -36,10 +36,12 @@ __all__ = [
     "IndexMethod",
     "IndexResult",
     "IndexTrade",
+    "NoAssessedReference",
     "PricedTrade",
     "PricingReason",
     "ReferenceResult",
     "RuleCheck",
+    "TradeSummary",
     "book_mid",
     "bucket_start",
     "daily_index",
@@ -48,13 +50,18 @@ __all__ = [
     "fold_candle",
     "forward_curve",
     "forward_curve_detail",
+    "index_from_aggregates",
     "index_publication_time",
     "index_window",
+    "outlier_exclusion",
+    "outlier_limits",
     "price_band",
     "price_band_for",
     "realised_volatility",
     "reference_price",
+    "self_trade_exclusion",
     "utilisation_rule_check",
+    "weighted_median",
 ]
 
 PRICE_QUANTUM = Decimal("0.0001")
@@ -65,6 +72,15 @@ _CONTEXT = Context(prec=34)
 _HUNDRED = Decimal(100)
 _DAYS_PER_YEAR = Decimal(365)
 _LABEL = {"trades": "trade", "book": "book", "model": "model"}
+
+
+class TradeSummary(NamedTuple):
+    """The decayed VWAP of a trade window computed elsewhere (the database aggregates it with the same
+    weights, see trading/pricing_selectors.py), handed to `reference_price` instead of the trades."""
+
+    vwap: Decimal | None  # None when the window holds no trade
+    trade_count: int
+    volume: Decimal
 
 
 class PricedTrade(NamedTuple):
@@ -206,6 +222,7 @@ def factor_model(
 class PricingReason:
     code: str  # stable, e.g. "no_trades_in_window", "factor_stale"
     message: str
+    factor: str | None = None  # the factor a factor_* reason is about
 
     def __str__(self) -> str:
         return self.message
@@ -242,12 +259,13 @@ def reference_price(
     *,
     config: MetalPricingConfig,
     last_reference: Decimal | None,
-    trades: Iterable[tuple[datetime, Decimal, Decimal]],
+    trades: Iterable[tuple[datetime, Decimal, Decimal]] = (),
     best_bid: Decimal | None,
     best_ask: Decimal | None,
     factor_observations: Iterable[FactorObservation],
     now: datetime,
     last_reference_at: datetime | None = None,
+    trade_summary: TradeSummary | None = None,
 ) -> ReferenceResult:
     """Blend decayed trade VWAP, book mid and factor model with the metal's weights.
 
@@ -258,6 +276,9 @@ def reference_price(
     `last_reference_at` and the latest one known now; without `last_reference_at` no change
     can be measured and the model is the last reference carried forward. With no component at
     all the last reference is kept. Every decision is recorded in `reasons`.
+
+    `trade_summary`, when given, replaces `trades`: the caller aggregated the window itself (in
+    SQL, with the same window and weights) so millions of stored trades never reach Python.
     """
     _require_aware(now, "now")
     quantum = config.price_quantum
@@ -268,7 +289,11 @@ def reference_price(
     factor_reasons: list[PricingReason] = []
     changes: dict[str, Decimal] = {}
 
-    vwap, count, volume = _decayed_vwap_detail(trades, now, config.half_life, config.trade_window, quantum)
+    if trade_summary is not None:
+        vwap = trade_summary.vwap.quantize(quantum) if trade_summary.vwap is not None else None
+        count, volume = trade_summary.trade_count, trade_summary.volume
+    else:
+        vwap, count, volume = _decayed_vwap_detail(trades, now, config.half_life, config.trade_window, quantum)
     window_text = _duration(config.trade_window)
     if vwap is None:
         missing["trades"] = ("no_trades_in_window", f"no trades in window (last {window_text})")
@@ -391,7 +416,9 @@ def _factor_changes(
         known = series.get(factor_id)
         if not known:
             reasons.append(
-                PricingReason("factor_no_observations", f"factor {factor_id} has no observations -> left out")
+                PricingReason(
+                    "factor_no_observations", f"factor {factor_id} has no observations -> left out", factor_id
+                )
             )
             continue
         current = max(known, key=lambda o: (o.observed_at, o.known_at))
@@ -401,6 +428,7 @@ def _factor_changes(
                     "factor_stale",
                     f"factor {factor_id} stale (last observed {current.observed_at.date().isoformat()}, "
                     f"older than max_age {_duration(spec.max_age)}) -> left out",
+                    factor_id,
                 )
             )
             continue
@@ -411,6 +439,7 @@ def _factor_changes(
                     "factor_no_base",
                     f"factor {factor_id} had no observation at the last reference time "
                     f"{last_reference_at.isoformat()} -> left out",
+                    factor_id,
                 )
             )
             continue
@@ -420,6 +449,7 @@ def _factor_changes(
                 PricingReason(
                     "factor_non_positive",
                     f"factor {factor_id} value not positive, log change undefined -> left out",
+                    factor_id,
                 )
             )
             continue
@@ -661,6 +691,8 @@ def daily_index(
        value = VWAP of the eligible trades, status "traded"; otherwise value = the assessed
        reference, status "assessed". The value is rounded half-even to method.price_quantum.
     One pass plus one sort: 100,000 trades take a fraction of a second (bench/pricing_pure.py).
+    The database path (trading/pricing_services.index_publish) computes the same aggregates in SQL
+    and finishes with `index_from_aggregates`, `weighted_median` and `outlier_limits` below.
     """
     _require_positive(assessed_reference, "assessed reference")
     excluded: list[ExcludedTrade] = []
@@ -671,14 +703,11 @@ def daily_index(
         if not (trade.price > 0 and trade.quantity > 0):
             raise ValueError(f"trade {trade.trade_id}: price and quantity must be positive")
         if trade.buyer == trade.seller:
-            excluded.append(
-                ExcludedTrade(trade.trade_id, "self_trade", f"buyer and seller are member {trade.seller}")
-            )
+            excluded.append(self_trade_exclusion(trade.trade_id, trade.seller))
         else:
             candidates.append(trade)
 
     median: Decimal | None = None
-    eligible_vwap: Decimal | None = None
     count = 0
     sellers: set[int | str] = set()
     with localcontext(_CONTEXT):
@@ -686,8 +715,7 @@ def daily_index(
         turnover = Decimal(0)
         if candidates:
             median = _weighted_median(candidates)
-            limit = median * method.outlier_pct / _HUNDRED
-            low, high = median - limit, median + limit
+            low, high = outlier_limits(median, method)
             for trade in candidates:
                 if low <= trade.price <= high:
                     count += 1
@@ -695,43 +723,111 @@ def daily_index(
                     turnover += trade.price * trade.quantity
                     sellers.add(trade.seller)
                 else:
-                    distance = (trade.price - median) / median * _HUNDRED
-                    excluded.append(
-                        ExcludedTrade(
-                            trade.trade_id,
-                            "outlier",
-                            f"price {trade.price} is {distance.quantize(Decimal('0.1')):+} % from median {median} "
-                            f"(limit +-{method.outlier_pct} %)",
-                        )
-                    )
-            if count:
-                eligible_vwap = (turnover / volume).quantize(method.price_quantum)
+                    excluded.append(outlier_exclusion(trade.trade_id, trade.price, median, method))
+    return index_from_aggregates(
+        count=count,
+        seller_count=len(sellers),
+        volume=volume,
+        turnover=turnover,
+        median=median,
+        excluded=excluded,
+        assessed_reference=assessed_reference,
+        considered=considered,
+        method=method,
+    )
 
-    enough = count >= method.min_trades and len(sellers) >= method.min_sellers
+
+class NoAssessedReference(ValueError):
+    """Too few eligible trades to publish a traded index, and no reference to publish instead."""
+
+
+def index_from_aggregates(
+    *,
+    count: int,
+    seller_count: int,
+    volume: Decimal,
+    turnover: Decimal,
+    median: Decimal | None,
+    excluded: Sequence[ExcludedTrade],
+    assessed_reference: Decimal | None,
+    considered: int,
+    method: IndexMethod,
+) -> IndexResult:
+    """Step 4 of `daily_index` from the eligible trades' aggregates (count, distinct sellers,
+    Σ quantity, Σ price x quantity). `assessed_reference` may be None only on a traded day;
+    otherwise NoAssessedReference is raised."""
+    if assessed_reference is not None:
+        _require_positive(assessed_reference, "assessed reference")
+    with localcontext(_CONTEXT):
+        eligible_vwap = (turnover / volume).quantize(method.price_quantum) if count and volume > 0 else None
+    enough = count >= method.min_trades and seller_count >= method.min_sellers
     status: Literal["traded", "assessed"]
     if enough and eligible_vwap is not None:
         value, status = eligible_vwap, "traded"
-        reason = f"{count} eligible trades from {len(sellers)} sellers -> VWAP published"
+        reason = f"{count} eligible trades from {seller_count} sellers -> VWAP published"
     else:
+        if assessed_reference is None:
+            raise NoAssessedReference(
+                f"{count} eligible trade(s) from {seller_count} seller(s) is below the minimum and there "
+                "is no reference price to publish as assessed"
+            )
         value, status = assessed_reference.quantize(method.price_quantum), "assessed"
         reason = (
-            f"{count} eligible trade(s) (minimum {method.min_trades}) from {len(sellers)} seller(s) "
+            f"{count} eligible trade(s) (minimum {method.min_trades}) from {seller_count} seller(s) "
             f"(minimum {method.min_sellers}) -> assessed reference published"
         )
     return IndexResult(
         value=value,
         status=status,
         trade_count=count,
-        seller_count=len(sellers),
+        seller_count=seller_count,
         volume=volume,
         excluded=tuple(excluded),
         method_version=method.version,
         median=median,
         eligible_vwap=eligible_vwap,
-        assessed_reference=assessed_reference,
+        assessed_reference=assessed_reference if assessed_reference is not None else value,
         considered=considered,
         reason=reason,
     )
+
+
+def outlier_limits(median: Decimal, method: IndexMethod) -> tuple[Decimal, Decimal]:
+    """[low, high] of the prices that stay in: median -+ method.outlier_pct %, both inclusive."""
+    with localcontext(_CONTEXT):
+        limit = median * method.outlier_pct / _HUNDRED
+        return median - limit, median + limit
+
+
+def self_trade_exclusion(trade_id: int | str, seller: int | str) -> ExcludedTrade:
+    return ExcludedTrade(trade_id, "self_trade", f"buyer and seller are member {seller}")
+
+
+def outlier_exclusion(trade_id: int | str, price: Decimal, median: Decimal, method: IndexMethod) -> ExcludedTrade:
+    with localcontext(_CONTEXT):
+        distance = (price - median) / median * _HUNDRED
+    return ExcludedTrade(
+        trade_id,
+        "outlier",
+        f"price {price} is {distance.quantize(Decimal('0.1')):+} % from median {median} "
+        f"(limit +-{method.outlier_pct} %)",
+    )
+
+
+def weighted_median(volume_at: Mapping[Decimal, Decimal]) -> Decimal:
+    """The lowest price at which the cumulative volume, from the cheapest level up, reaches half
+    of the total. `volume_at` maps each traded price level to its volume."""
+    if not volume_at:
+        raise ValueError("no price levels")
+    with localcontext(_CONTEXT):
+        total = sum(volume_at.values(), Decimal(0))
+        cumulative = Decimal(0)
+        for price in sorted(volume_at):
+            cumulative += volume_at[price]
+            # 2 x cumulative >= total is cumulative >= total / 2 without a division.
+            if 2 * cumulative >= total:
+                return price
+    raise AssertionError("unreachable: the cumulative volume ends at the total")
 
 
 def _weighted_median(trades: Sequence[IndexTrade]) -> Decimal:
@@ -740,13 +836,7 @@ def _weighted_median(trades: Sequence[IndexTrade]) -> Decimal:
     volume_at: dict[Decimal, Decimal] = defaultdict(Decimal)
     for trade in trades:
         volume_at[trade.price] += trade.quantity
-    half = sum(volume_at.values(), Decimal(0)) / 2
-    cumulative = Decimal(0)
-    for price in sorted(volume_at):
-        cumulative += volume_at[price]
-        if cumulative >= half:
-            return price
-    raise AssertionError("unreachable: the cumulative volume ends at the total")
+    return weighted_median(volume_at)
 
 
 def index_window(day: date, method: IndexMethod) -> tuple[datetime, datetime]:

@@ -8,6 +8,7 @@ Market orders are protected: they run as IOC limits at the edge of the instrumen
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
@@ -40,6 +41,7 @@ from trading.models import (
     Trade,
 )
 
+log = logging.getLogger(__name__)
 CENT = Decimal("0.01")
 BPS = Decimal(10000)
 
@@ -223,7 +225,21 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     instrument.save(update_fields=["book_seq"])
     result = OrderResult(order=order)
     _settle(instrument, order, execution, result)
+    if result.trades:
+        transaction.on_commit(lambda: _fold_candles(instrument.pk))
     return result
+
+
+def _fold_candles(instrument_id: int) -> None:
+    """Fold the new trades into candles now rather than at the next beat. Best effort: the order has
+    committed, and the minutely beat folds whatever a lost message left behind."""
+    from trading.tasks import candles_fold_instrument  # tasks import services; import late
+
+    try:
+        candles_fold_instrument.delay(instrument_id)
+    except Exception:  # noqa: BLE001 - a broker outage must not turn a committed order into an error
+        log.warning("candles fold not enqueued for instrument %s; the beat will catch up", instrument_id,
+                    exc_info=True)
 
 
 def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from trading import api
+from trading import api, pricing_api
 
 urlpatterns = [
     path("instruments", api.InstrumentListView.as_view(), name="instruments"),
@@ -14,4 +14,12 @@ urlpatterns = [
     path("balances", api.BalancesView.as_view(), name="balances"),
     path("holdings", api.HoldingsView.as_view(), name="holdings"),
     path("holdings/<str:number>/withdrawal", api.WithdrawalRequestView.as_view(), name="withdrawal-request"),
+    # Pricing (trading/pricing_api.py): factors, reference prices, candles, the spot index.
+    path("factors/observations", pricing_api.FactorObservationCreateView.as_view(), name="factor-observation-create"),
+    path("factors/<str:factor>/observations", pricing_api.FactorObservationListView.as_view(),
+         name="factor-observations"),
+    path("instruments/<str:code>/reference", pricing_api.ReferencePriceView.as_view(), name="instrument-reference"),
+    path("instruments/<str:code>/candles", pricing_api.CandlesView.as_view(), name="instrument-candles"),
+    path("index/methodology", pricing_api.MethodologyView.as_view(), name="index-methodology"),
+    path("index/<str:grade>", pricing_api.IndexHistoryView.as_view(), name="index-history"),
 ]

@@ -123,13 +123,14 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=60)}
 else:
     # Embedded mode: kombu's filesystem transport; worker and beat are still real processes.
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = None
@@ -145,8 +146,18 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "purge-idempotency-keys": {"task": "members.tasks.idempotency_keys_purge", "schedule": 3600.0},
     "rescreen-members-daily": {"task": "compliance.tasks.members_screen_all", "schedule": 86400.0},
+    # The database, not the broker, is the source of truth: re-publish what a lost queue dropped (receipts
+    # without a result under an active ESG pack, stock statements not reconciled after a minute).
+    "pending-work-sweep": {"task": "compliance.tasks.pending_work_sweep", "schedule": 120.0},
+    # Assays age: re-evaluate every open receipt daily (only changed results are written).
+    "esg-evaluate-all-daily": {"task": "compliance.tasks.esg_evaluate_all", "schedule": 86400.0},
     # No-op unless INGOT_DEMO_MARKET_MAKER is on (the embedded demo run).
     "demo-market-maker": {"task": "trading.tasks.demo_market_maker", "schedule": 60.0},
+    # Pricing (trading/pricing_services.py): reference prices and bands for the minute that just closed,
+    # candles folded incrementally, and each grade's daily index once due (16:30 CST; catches up a week).
+    "reference-prices-every-minute": {"task": "trading.tasks.reference_prices_tick", "schedule": 60.0},
+    "candles-fold-every-minute": {"task": "trading.tasks.candles_fold_all", "schedule": 60.0},
+    "spot-index-publish-due": {"task": "trading.tasks.index_publish_due", "schedule": 600.0},
 }
 INGOT_DEMO_MARKET_MAKER = env.bool("INGOT_DEMO_MARKET_MAKER", default=False)
 # Shows the DEMO banner in the portal.
