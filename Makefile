@@ -35,5 +35,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy members receipts compliance trading config
 
+# The proof suites (DESIGN §6, issue 8): the single-variant scenarios in tests/proof, then every long
+# variant (`@pytest.mark.proof`, skipped by `make test`). Each scenario appends a JSON line to var/proof/;
+# bench/proof_report.py prints them as one table (scenario, runs, failures, figures). Fails if a run failed.
+proof: $(STAMP)
+	rm -rf var/proof
+	status=0; \
+	INGOT_PROOF=1 $(PY) -m pytest -q tests/proof -m 'not proof' || status=1; \
+	INGOT_PROOF=1 $(PY) -m pytest -q -m proof || status=1; \
+	echo; $(PY) bench/proof_report.py; \
+	exit $$status
+
 clean-var:
 	rm -rf var/ingot.sqlite3 var/broker var/celerybeat-schedule*

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pghistory.models
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -29,14 +29,20 @@ from compliance.models import (
     ScreeningEntry,
     ScreeningList,
 )
+from compliance.selectors import esg_rules_explained
 from compliance.services import (
+    ESG_CHUNK,
     end_use_declaration_decide,
+    esg_compiled_pack,
+    esg_evaluate,
     export_licence_decide,
     flag_member_suspend,
     flag_resolve,
     flag_set_status,
 )
+from compliance.tasks import enqueue_esg, esg_evaluate_all
 from config.admin_actions import reason_action
+from config.errors import ApplicationError
 from members.models import User
 
 
@@ -216,18 +222,80 @@ class FlagTransitionAdmin(ReadOnlyAdmin):
 # --- ESG ------------------------------------------------------------------------------------------
 
 
+def _reevaluate(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, receipt_ids: list[int]) -> None:
+    """Evaluate now, in the request, under every active pack version; a large selection goes to the workers."""
+    if len(receipt_ids) > ESG_CHUNK:
+        tasks = enqueue_esg(receipt_ids)
+        modeladmin.message_user(request, f"{len(receipt_ids)} receipts queued for re-evaluation ({tasks} tasks).",
+                                messages.SUCCESS)
+        return
+    try:
+        run = esg_evaluate(receipt_ids=receipt_ids)
+    except ApplicationError as exc:
+        modeladmin.message_user(request, exc.message, messages.ERROR)
+        return
+    modeladmin.message_user(request, f"{run.receipts} receipts re-evaluated: {run.written} results changed, "
+                                     f"{run.flags} flags raised.", messages.SUCCESS)
+
+
 @admin.register(EsgRulePack)
 class EsgRulePackAdmin(ReadOnlyAdmin):
     list_display = ["pack_id", "version", "title", "market", "label", "active", "content_hash", "loaded_at"]
     list_filter = ["active", "pack_id"]
+    actions = ["reevaluate_all"]
+
+    @admin.action(description="Re-evaluate every open receipt under the active versions (in the workers)")
+    def reevaluate_all(self, request: HttpRequest, queryset: QuerySet[EsgRulePack]) -> None:
+        tasks = esg_evaluate_all.delay()
+        self.message_user(request, f"Re-evaluation of every open receipt queued ({tasks.id}).", messages.SUCCESS)
+
+
+class EsgEvaluationCurrentFilter(admin.SimpleListFilter):
+    title = "pack version"
+    parameter_name = "current"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [("yes", "Active version (current result)"), ("no", "Superseded version")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(rule_pack__active=self.value() == "yes")
+        return queryset
 
 
 @admin.register(EsgEvaluation)
 class EsgEvaluationAdmin(ReadOnlyAdmin):
-    list_display = ["receipt", "rule_pack", "outcome", "label", "evaluated_at"]
-    list_filter = ["outcome", "rule_pack__pack_id", "rule_pack__active"]
-    search_fields = ["receipt__number"]
+    """Every stored result, read-only; a row's page shows each rule's measured vs required values."""
+
+    list_display = ["receipt", "rule_pack", "outcome", "label", "failed_rules", "evaluated_at"]
+    list_filter = [EsgEvaluationCurrentFilter, "outcome", "rule_pack__pack_id", "label", "evaluated_at",
+                   "receipt__lot__metal", "receipt__status"]
+    date_hierarchy = "evaluated_at"
+    search_fields = ["receipt__number", "receipt__holder__name"]
     list_select_related = ["receipt", "rule_pack"]
+    actions = ["reevaluate"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "rules_explained"]
+
+    @admin.display(description="failed rules")
+    def failed_rules(self, evaluation: EsgEvaluation) -> str:
+        return ", ".join(r["rule_id"] for r in evaluation.rules or [] if r.get("outcome") == "fail")
+
+    @admin.display(description="rules: measured vs required")
+    def rules_explained(self, evaluation: EsgEvaluation) -> str:
+        from django.utils.html import format_html, format_html_join
+
+        rules, _ = esg_rules_explained(evaluation, esg_compiled_pack(evaluation.rule_pack), evaluation.receipt.number)
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                                ((r["rule_id"], r["severity"], r["outcome"], r["measured"], r["required"])
+                                 for r in rules))
+        return format_html("<table><tr><th>rule</th><th>severity</th><th>outcome</th><th>measured</th>"
+                           "<th>required</th></tr>{}</table>", rows)
+
+    @admin.action(description="Re-evaluate the selected receipts under the active pack versions")
+    def reevaluate(self, request: HttpRequest, queryset: QuerySet[EsgEvaluation]) -> None:
+        _reevaluate(self, request, sorted(set(queryset.values_list("receipt_id", flat=True))))
 
 
 # --- the audit trail ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Compliance API for members: submit and read their own end-use declarations and export licences.
+"""Compliance API for members: submit and read their own end-use declarations and export licences, and
+read a receipt's ESG labels with the rule results behind them.
 
 Officers decide in the admin console; nothing here approves anything. Views parse, call a service,
-render. Another member's declaration or licence is a 404, never a 403.
+render. Another member's declaration, licence or receipt is a 404, never a 403.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance.models import DeclarationStatus, EndUseDeclaration, ExportLicence, LicenceStatus
+from compliance.models import DeclarationStatus, EndUseDeclaration, EsgOutcome, ExportLicence, LicenceStatus
 from compliance.selectors import (
     end_use_declaration_of,
     end_use_declarations_of,
     export_licence_of,
     export_licences_of,
+    receipt_esg_report,
 )
 from compliance.services import end_use_declaration_submit, export_licence_submit
+from config.errors import NotFound
 from members.api import require_member
 from members.idempotency import idempotent
 from members.models import User
+from receipts.selectors import receipts_visible_to
 
 
 def _user(request: Request) -> User | None:
@@ -163,3 +167,61 @@ class ExportLicenceDetailView(APIView):
     def get(self, request: Request, pk: int) -> Response:
         licence = export_licence_of(require_member(request), pk)
         return Response(ExportLicenceOutputSerializer(licence).data)
+
+
+# --- ESG: a receipt's labels and the rule results behind them --------------------------------------------
+
+
+class EsgRuleResultSerializer(serializers.Serializer):
+    rule_id = serializers.CharField()
+    kind = serializers.CharField()
+    severity = serializers.ChoiceField(choices=["block", "warn"])
+    outcome = serializers.ChoiceField(choices=["pass", "fail", "not_applicable"])
+    measured = serializers.CharField(help_text="What the receipt's proof shows.")
+    # Named like Field.required / Field.label: DRF's metaclass moves declared fields off the class, no clash.
+    required = serializers.CharField(help_text="What the rule asks for.")  # type: ignore[assignment]
+    message = serializers.CharField()
+
+
+class EsgCbamSerializer(serializers.Serializer):
+    eur_low = serializers.CharField()
+    eur_high = serializers.CharField()
+    certified = serializers.BooleanField()
+    basis = serializers.CharField()
+
+
+class EsgPackResultSerializer(serializers.Serializer):
+    pack = serializers.CharField()
+    version = serializers.CharField()
+    title = serializers.CharField()
+    market = serializers.CharField()
+    label = serializers.CharField(allow_null=True,  # type: ignore[assignment]
+                                  help_text="The label the pack grants; null for a gate.")
+    gate = serializers.BooleanField(help_text="A gate (no label) must not fail for the receipt to hold any label.")
+    status = serializers.ChoiceField(choices=["evaluated", "pending"])
+    outcome = serializers.ChoiceField(choices=EsgOutcome.values, allow_null=True)
+    label_earned = serializers.BooleanField()
+    evaluated_at = serializers.DateTimeField(allow_null=True)
+    cbam = EsgCbamSerializer(allow_null=True)
+    rules = EsgRuleResultSerializer(many=True)
+
+
+class ReceiptEsgSerializer(serializers.Serializer):
+    receipt = serializers.CharField()
+    labels = serializers.ListField(child=serializers.CharField(),
+                                   help_text='ESG classes held now, e.g. ["LC"]: the instruments it may back.')
+    cleared = serializers.BooleanField(help_text="Every gate pack evaluated and none failed.")
+    blocked = serializers.BooleanField(help_text="A blocking rule of an active pack fails.")
+    packs = EsgPackResultSerializer(many=True)
+
+
+class ReceiptEsgView(APIView):
+    """The receipt's current ESG labels and, per active rule-pack version, every rule's outcome with what
+    was measured against what is required. Visible to the holder and the warehouse operator."""
+
+    @extend_schema(responses={200: ReceiptEsgSerializer}, operation_id="compliance_receipt_esg")
+    def get(self, request: Request, number: str) -> Response:
+        receipt = receipts_visible_to(require_member(request)).filter(number=number).first()
+        if receipt is None:
+            raise NotFound("No such receipt.")
+        return Response(ReceiptEsgSerializer(receipt_esg_report(receipt)).data)

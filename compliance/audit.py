@@ -45,13 +45,18 @@ def audit_trackers() -> tuple[pghistory.RowEvent, ...]:
 
 
 def audited(*, fields: Sequence[str] | None = None, model_name: str | None = None,
-            app_label: str | None = None) -> Callable[[M], M]:
+            app_label: str | None = None, statement_level: bool = False) -> Callable[[M], M]:
     """Class decorator: record every change of the model's rows in an append-only event table.
 
     `fields` limits what is snapshotted (and which changes make an event); default: all fields.
     The event model is `<Model>AuditEvent` (a proxy's "Proxy" suffix dropped) unless named.
     Event rows are protected against update and delete by a trigger (append_only), so the
     trail itself cannot be rewritten through the ORM.
+
+    `statement_level`: one trigger call per statement, reading the changed rows from transition tables,
+    instead of one per row. Same event rows; the context (who / why) is attached once per statement
+    instead of once per row, which is most of a row-level trigger's cost. For tables written in bulk
+    (ESG results, their flags: thousands of rows per statement).
     """
 
     def decorate(model: M) -> M:
@@ -63,6 +68,7 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
             app_label=app_label,
             obj_field=pghistory.ObjForeignKey(related_name=AUDIT_RELATED_NAME),
             append_only=True,
+            level=pghistory.Statement if statement_level else None,
         )(model)
 
     return decorate

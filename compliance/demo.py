@@ -1,5 +1,6 @@
 """DEMO data for the compliance app: the demo screening list, screened members (one near-miss for
-review), and Lumen Displays' end-use declarations and a partly drawn gallium export licence.
+review), the ESG rule packs with every open receipt evaluated (most fail the EU pack: no recycled content),
+and Lumen Displays' end-use declarations and a partly drawn gallium export licence.
 
 Idempotent; run after members.demo.load() and once the receipts catalogue (Metal rows) exists.
 """
@@ -17,15 +18,18 @@ from django.utils import timezone
 from compliance.models import (
     DeclarationStatus,
     EndUseDeclaration,
+    EsgEvaluation,
+    EsgOutcome,
     EsgRulePack,
     ExportLicence,
     FlagKind,
     LicenceStatus,
 )
-from compliance.selectors import open_flags
+from compliance.selectors import open_flags, receipts_with_label
 from compliance.services import (
     end_use_declaration_decide,
     end_use_declaration_submit,
+    esg_evaluate,
     esg_rule_packs_sync,
     export_licence_decide,
     export_licence_submit,
@@ -34,7 +38,7 @@ from compliance.services import (
     screening_list_load,
 )
 from members.models import Member, User
-from receipts.models import Metal
+from receipts.models import OPEN_STATUSES, Metal, Receipt
 
 DEMO_LIST = Path(__file__).resolve().parent / "data" / "screening_demo.csv"
 LUMEN_LEGAL_ID = "DEMO-DE-HRB-123456"
@@ -75,10 +79,19 @@ def load() -> list[str]:
     for member in Member.objects.order_by("pk"):
         member_screen(member=member)
     queue = open_flags(kind=FlagKind.SANCTIONS_HIT).select_related("member")
-    esg_rule_packs_sync()
+    esg_rule_packs_sync(reevaluate=False)
     packs = ", ".join(str(p) for p in EsgRulePack.objects.filter(active=True).order_by("pack_id"))
+    # Evaluated here rather than left to the worker, so the console shows results as soon as the demo is up.
+    run = esg_evaluate(receipt_ids=Receipt.objects.filter(status__in=OPEN_STATUSES).order_by("pk")
+                       .values_list("pk", flat=True))
+    failing_eu = list(EsgEvaluation.objects.filter(rule_pack__pack_id="eu-market", rule_pack__active=True,
+                                                   outcome=EsgOutcome.FAIL).order_by("receipt__number")
+                      .values_list("receipt__number", flat=True))
+    low_carbon = list(receipts_with_label("LC").order_by("number").values_list("number", flat=True))
     lines = [
         f"  ESG packs:  {packs}",
+        f"  ESG:        {run.receipts} open receipt(s) evaluated; low-carbon (LC): {', '.join(low_carbon) or 'none'}; "
+        f"failing the EU pack: {', '.join(failing_eu) or 'none'}",
         f"  screening:  {screening.source_name} active ({screening.entry_count} fictional entries); "
         f"sanctions hits to review: {', '.join(str(f.member) for f in queue) or 'none'}",
     ]

@@ -90,7 +90,7 @@ FLAG_TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 @audited(fields=["kind", "status", "member", "receipt", "reference", "subject_key", "resolved_by",
-                 "resolved_at", "resolution_reason"])
+                 "resolved_at", "resolution_reason"], statement_level=True)
 class Flag(models.Model):
     """Something an officer must look at: a sanctions hit, an ESG failure, a storage breach..."""
 
@@ -314,24 +314,38 @@ class EsgOutcome(models.TextChoices):
     FAIL = "fail", "Fail (a blocking rule failed)"
 
 
-@audited(fields=["receipt", "rule_pack", "outcome", "label", "evaluated_at"])
+@audited(fields=["receipt", "rule_pack", "outcome", "label", "evaluated_at"], statement_level=True)
 class EsgEvaluation(models.Model):
-    """A receipt's latest result under one version of one pack; re-evaluation replaces it (the audit
-    trail keeps the earlier results)."""
+    """A receipt's current result under one version of one pack (compliance.services.esg_evaluate).
+
+    Re-evaluation that reaches the same result (same outcomes from the same facts) leaves the row
+    untouched; a different result replaces it, and the audit trail keeps the earlier ones. `rules` holds
+    each rule's outcome in the pack's order; `facts` holds what was measured, so that with the pack
+    version every rule's measured and required values can be shown exactly as judged
+    (compliance.selectors.receipt_esg_report)."""
 
     receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="esg_evaluations")
     rule_pack = models.ForeignKey(EsgRulePack, on_delete=models.PROTECT, related_name="evaluations")
     outcome = models.CharField(max_length=4, choices=EsgOutcome.choices)
     label = models.CharField(max_length=40, blank=True, help_text="The pack's label, when earned.")
-    rules = models.JSONField(help_text="Per rule: id, kind, severity, outcome, measured, required, message.")
+    rules = models.JSONField(help_text='Per rule, in the pack\'s order: {"rule_id", "outcome"}.')
     cbam = models.JSONField(null=True, blank=True, help_text="EU CBAM estimate, when the pack has a policy.")
-    evaluated_at = models.DateTimeField()
+    facts = models.JSONField(default=dict, blank=True,
+                             help_text="The receipt facts judged, and the attestation ids they were read from.")
+    result_hash = models.CharField(max_length=32, blank=True,
+                                   help_text="Digest of outcome, label, rule outcomes, CBAM and facts: an "
+                                             "evaluation reaching the same digest writes nothing.")
+    evaluated_at = models.DateTimeField(help_text="When this result was reached.")
 
     class Meta:
         ordering = ["receipt_id", "rule_pack_id"]
         verbose_name = "ESG evaluation"
         constraints = [
             models.UniqueConstraint(fields=["receipt", "rule_pack"], name="esg_evaluation_unique_per_pack_version"),
+        ]
+        indexes = [
+            # receipts_with_label: the receipts holding a label under one (active) pack version.
+            models.Index(fields=["rule_pack", "label", "receipt"], name="esg_eval_pack_label_receipt"),
         ]
 
     def __str__(self) -> str:

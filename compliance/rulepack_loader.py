@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -25,6 +26,7 @@ from compliance.esg import (
     AssayMaxAge,
     CarbonIntensityMax,
     CbamPolicy,
+    CompiledPack,
     FootprintDeclaredVerified,
     NoOpenStorageIncident,
     RecycledContentMin,
@@ -32,6 +34,7 @@ from compliance.esg import (
     RulePack,
     RuleParams,
     SmelterConformant,
+    compile_pack,
 )
 
 RULEPACK_DIR: Final = Path(__file__).resolve().parent / "rulepacks"
@@ -488,3 +491,76 @@ def load_conformant_smelters(path: str | Path) -> frozenset[str]:
     if not ids:
         raise RulePackError(source, None, "no smelter ids in file")
     return frozenset(ids)
+
+
+# --------------------------------------------------------------------------- packs as stored
+
+
+def pack_from_canonical(canonical: dict[str, Any], *, source: str = "<canonical>") -> RulePack:
+    """Rebuild a pack from `esg.pack_canonical` (as stored on a loaded version): the database, not the
+    repo's files, says what a stored version means, so a worker evaluates exactly the version it names.
+
+    The result has the same content hash as the pack that was stored (a smelter list file is resolved
+    into ids in the canonical form, so only its name, kept for messages, is lost)."""
+    try:
+        rules = []
+        for rule in canonical["rules"]:
+            kind, params = rule["kind"], rule.get("params") or {}
+            built: RuleParams
+            if kind == "assay_max_age":
+                built = AssayMaxAge(months=int(params["months"]))
+            elif kind == "footprint_declared_verified":
+                built = FootprintDeclaredVerified(recognised_standards=tuple(params.get("recognised_standards", ())))
+            elif kind == "recycled_content_min":
+                built = RecycledContentMin(min_percent=Decimal(params["min_percent"]))
+            elif kind == "carbon_intensity_max":
+                default = params.get("default")
+                built = CarbonIntensityMax(
+                    thresholds=tuple((m, Decimal(v)) for m, v in sorted(params["thresholds"].items())),
+                    default=None if default is None else Decimal(default))
+            elif kind == "smelter_conformant":
+                built = SmelterConformant(conformant=frozenset(params["conformant"]))
+            elif kind == "no_open_storage_incident":
+                built = NoOpenStorageIncident()
+            else:
+                raise RulePackError(source, None, f"unknown rule kind {kind!r}")
+            rules.append(Rule(id=rule["id"], kind=kind, description=rule["description"], severity=rule["severity"],
+                              params=built))
+        cbam = canonical.get("cbam")
+        return RulePack(
+            id=canonical["id"], version=canonical["version"], title=canonical["title"], market=canonical["market"],
+            label=canonical.get("label"), rules=tuple(rules), description=canonical.get("description", ""),
+            cbam=None if cbam is None else CbamPolicy(
+                eur_per_tonne_low=Decimal(cbam["eur_per_tonne_low"]),
+                eur_per_tonne_high=Decimal(cbam["eur_per_tonne_high"]),
+                recognised_standards=tuple(cbam.get("recognised_standards", ())),
+                description=cbam.get("description", "")),
+            source=source)
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        if isinstance(exc, RulePackError):
+            raise
+        raise RulePackError(source, None, f"malformed canonical pack: {type(exc).__name__}: {exc}") from None
+
+
+_compiled_cache: dict[tuple[Any, str], CompiledPack] = {}
+_compiled_lock = threading.Lock()
+
+
+def compiled_from_canonical(key: Any, content_hash: str, canonical: dict[str, Any]) -> CompiledPack:
+    """The compiled pack of a stored version, built once per process (key: e.g. the row's pk).
+
+    Refuses a stored version whose canonical form no longer hashes to its recorded hash: a result must
+    always name the exact rules it was judged by."""
+    cached = _compiled_cache.get((key, content_hash))
+    if cached is not None:
+        return cached
+    pack = pack_from_canonical(canonical, source=f"stored pack {key}")
+    if pack.content_hash != content_hash:
+        raise RulePackError(f"stored pack {key}", None,
+                            f"canonical form hashes to {pack.content_hash}, the version says {content_hash}")
+    compiled = compile_pack(pack)
+    with _compiled_lock:
+        if len(_compiled_cache) > 256:  # versions are few; bound the cache anyway
+            _compiled_cache.clear()
+        _compiled_cache[(key, content_hash)] = compiled
+    return compiled

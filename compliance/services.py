@@ -7,20 +7,22 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Final
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_countries import countries
 
 from compliance import errors
 from compliance.audit import audit_context
-from compliance.esg import FAIL, PackResult, pack_canonical
+from compliance.esg import FAIL, CompiledPack, evaluate_many, pack_canonical
 from compliance.export_control import is_export_controlled
+from compliance.facts import ReceiptProof, facts_snapshot, ids_in, receipt_proofs_bulk
 from compliance.lock_objects import (
     active_screening_list_for_update,
     end_use_declarations_for_update,
@@ -45,7 +47,7 @@ from compliance.models import (
     ScreeningEntry,
     ScreeningList,
 )
-from compliance.rulepack_loader import RULEPACK_DIR, RulePackError, load_rulepacks
+from compliance.rulepack_loader import RULEPACK_DIR, RulePackError, compiled_from_canonical, load_rulepacks
 from compliance.screening import ListEntry, ScreeningListError, load_list_csv
 from compliance.screening import ScreeningList as PureScreeningList
 from config.errors import Conflict, IllegalTransition, NotFound, ValidationFailed
@@ -499,13 +501,19 @@ def licence_draw(*, licence: ExportLicence, quantity_kg: Decimal | str | int, re
 
 # --- ESG rule packs and results ------------------------------------------------------------------
 
+# Receipts evaluated per transaction: one chunk's facts cost four queries, its results one upsert.
+ESG_CHUNK: Final = 5000
+_ESG_UPDATE_FIELDS: Final = ["outcome", "label", "rules", "cbam", "facts", "result_hash", "evaluated_at"]
 
-def esg_rule_packs_sync(*, directory: str | Path = RULEPACK_DIR) -> list[EsgRulePack]:
+
+def esg_rule_packs_sync(*, directory: str | Path = RULEPACK_DIR, reevaluate: bool = True) -> list[EsgRulePack]:
     """Load every rule pack file; a version not seen before becomes its pack's active version.
 
-    Returns the versions activated by this call (empty when nothing changed): receipts need
-    evaluating again under them. A file whose content changed under an already loaded version
-    number is refused, so a stored result always names the exact rules it was judged by.
+    Returns the versions activated by this call (empty when nothing changed). With `reevaluate`, a call
+    that activated anything enqueues, once it commits, the evaluation of every open receipt
+    (compliance.tasks.esg_evaluate_all): results under a superseded version count for nothing. A file
+    whose content changed under an already loaded version number is refused, so a stored result always
+    names the exact rules it was judged by.
     """
     try:
         packs = load_rulepacks(directory)
@@ -532,31 +540,223 @@ def esg_rule_packs_sync(*, directory: str | Path = RULEPACK_DIR) -> list[EsgRule
                     row.active = True
                     row.save(update_fields=["active"])
                 activated.append(row)
+            if activated and reevaluate:
+                transaction.on_commit(_enqueue_esg_all, robust=True)
     except IntegrityError:
         raise Conflict("Another rule pack sync is in progress; retry.", code="rulepack_sync_in_progress") from None
     return activated
 
 
-def esg_evaluation_record(*, receipt: Receipt, rule_pack: EsgRulePack, result: PackResult) -> EsgEvaluation:
-    """Store a receipt's result (compliance.esg.evaluate) under one pack version, replacing the previous
-    one; a failed result also puts an ESG flag for the receipt in the review queue (once)."""
-    if (result.pack_id, result.pack_hash) != (rule_pack.pack_id, rule_pack.content_hash) \
-            or result.receipt_number != receipt.number:
-        raise ValidationFailed("The result is not for this receipt and pack version.", code="esg_result_mismatch")
-    rules = [{"rule_id": r.rule_id, "kind": r.kind, "severity": r.severity, "outcome": r.outcome,
-              "measured": r.measured, "required": r.required, "message": r.message} for r in result.rules]
-    cbam = None if result.cbam is None else {
-        "eur_low": str(result.cbam.eur_low), "eur_high": str(result.cbam.eur_high),
-        "certified": result.cbam.certified, "basis": result.cbam.basis}
-    with transaction.atomic(), audit_context(action="esg_evaluation_record"):
-        evaluation, _ = EsgEvaluation.objects.update_or_create(
-            receipt=receipt, rule_pack=rule_pack,
-            defaults={"outcome": result.outcome, "label": result.label or "", "rules": rules, "cbam": cbam,
-                      "evaluated_at": result.evaluated_at})
-        if result.outcome == FAIL:
-            failed = [r["rule_id"] for r in rules if r["outcome"] == FAIL]
-            flag_open(kind=FlagKind.ESG_FAILURE, member=receipt.holder, receipt=receipt,
-                      subject_key=f"esg:{receipt.number}:{rule_pack.pack_id}:{rule_pack.version}",
-                      reference=f"{receipt.number} fails {rule_pack} ({', '.join(failed)})",
-                      details={"rule_pack": rule_pack.pk, "failed_rules": failed})
-    return evaluation
+def _enqueue_esg_all() -> None:
+    from compliance.tasks import enqueue_esg_all  # tasks import services; break the cycle here
+
+    enqueue_esg_all()
+
+
+def esg_compiled_pack(rule_pack: EsgRulePack) -> CompiledPack:
+    """The stored version compiled (once per process): what it means is its canonical form in the database,
+    so a worker evaluates exactly the version it names, whatever files its checkout has."""
+    try:
+        return compiled_from_canonical(rule_pack.pk, rule_pack.content_hash, rule_pack.canonical)
+    except RulePackError as exc:
+        raise ValidationFailed(str(exc), code="rulepack_invalid", details={"rule_pack": rule_pack.pk}) from None
+
+
+@dataclass(frozen=True)
+class EsgRun:
+    """What one `esg_evaluate` call did."""
+
+    receipts: int = 0  # receipts found and evaluated
+    results: int = 0  # receipt x pack-version results computed
+    written: int = 0  # evaluation rows inserted or replaced (0 when every result was already stored)
+    flags: int = 0  # ESG failure flags raised
+
+    def __add__(self, other: EsgRun) -> EsgRun:
+        return EsgRun(self.receipts + other.receipts, self.results + other.results, self.written + other.written,
+                      self.flags + other.flags)
+
+
+def _digest(outcome: str, label: str, rule_outcomes: tuple[str, ...], cbam: dict[str, str] | None,
+            facts_text: str) -> str:
+    cbam_text = "" if cbam is None else f"{cbam['eur_low']}/{cbam['eur_high']}"
+    text = f"{outcome}|{label}|{','.join(rule_outcomes)}|{cbam_text}|{facts_text}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def esg_flag_subject(receipt_number: str, rule_pack: EsgRulePack) -> str:
+    """One ESG flag per receipt and pack version: a new version that still fails raises a new one."""
+    return f"esg:{receipt_number}:{rule_pack.pack_id}:{rule_pack.version}"[:200]
+
+
+def esg_evaluate(*, receipt_ids: Iterable[int], pack_versions: Sequence[EsgRulePack] | None = None,
+                 now: datetime | None = None) -> EsgRun:
+    """Evaluate receipts under pack versions (default: every active one) and store the results.
+
+    Per chunk of ESG_CHUNK receipts, in one transaction: facts read set-based (compliance.facts), every
+    pack evaluated in bulk (esg.evaluate_many), the stored digests read once, and only the results that
+    differ upserted in one INSERT ... ON CONFLICT (receipt, rule_pack) DO UPDATE. A result that fails a
+    block rule raises one ESG flag per receipt and pack version (kept if an officer already dismissed it).
+
+    Idempotent: evaluating the same receipts again with the same facts on the same day writes nothing —
+    no row, no audit event, no flag. Unknown receipt ids are skipped.
+    """
+    ids = list(dict.fromkeys(int(pk) for pk in receipt_ids))
+    rows = list(pack_versions) if pack_versions is not None else \
+        list(EsgRulePack.objects.filter(active=True).order_by("pack_id"))
+    if not ids or not rows:
+        return EsgRun()
+    packs = [(row, esg_compiled_pack(row)) for row in rows]
+    moment = now or timezone.now()
+    run = EsgRun()
+    for start in range(0, len(ids), ESG_CHUNK):
+        run += _esg_evaluate_chunk(ids[start:start + ESG_CHUNK], packs, moment)
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class _EsgRow:
+    """One result to store; JSON members already as text (the facts text is shared by a receipt's packs)."""
+
+    receipt_id: int
+    rule_pack_id: int
+    outcome: str
+    label: str
+    rules: str
+    cbam: str | None
+    facts: str
+    result_hash: str
+    evaluated_at: datetime
+
+
+def _esg_evaluate_chunk(ids: list[int], packs: list[tuple[EsgRulePack, CompiledPack]], now: datetime) -> EsgRun:
+    proofs = receipt_proofs_bulk(ids)
+    if not proofs:
+        return EsgRun()
+    facts = [proof.facts for proof in proofs]
+    texts = [json.dumps(facts_snapshot(proof), sort_keys=True, separators=(",", ":")) for proof in proofs]
+    receipt_ids = [proof.receipt_id for proof in proofs]
+    stored = {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
+        receipt_id__in=ids_in(receipt_ids), rule_pack_id__in=[row.pk for row, _ in packs],
+    ).values_list("receipt_id", "rule_pack_id", "result_hash")}
+
+    changed: list[_EsgRow] = []
+    failures: dict[tuple[int, int], tuple[int, EsgRulePack, list[str]]] = {}  # -> (proof index, version, failed)
+    for row, compiled in packs:
+        rule_ids = compiled.rule_ids
+        rules_texts: dict[tuple[str, ...], str] = {}
+        for index, result in enumerate(evaluate_many(facts, compiled, now)):
+            cbam = None if result.cbam_eur_low is None else \
+                {"eur_low": str(result.cbam_eur_low), "eur_high": str(result.cbam_eur_high)}
+            label = result.label or ""
+            digest = _digest(result.outcome, label, result.rule_outcomes, cbam, texts[index])
+            receipt_id = receipt_ids[index]
+            if stored.get((receipt_id, row.pk)) == digest:
+                continue  # already stored, and its flag (if any) raised with it
+            rules = rules_texts.get(result.rule_outcomes)
+            if rules is None:  # a pack has few distinct outcome patterns: encode each once
+                rules = rules_texts[result.rule_outcomes] = json.dumps(
+                    [{"rule_id": r, "outcome": o} for r, o in zip(rule_ids, result.rule_outcomes, strict=True)])
+            changed.append(_EsgRow(receipt_id, row.pk, result.outcome, label, rules,
+                                   None if cbam is None else json.dumps(cbam), texts[index], digest, now))
+            if result.outcome == FAIL:
+                failures[(receipt_id, row.pk)] = (index, row, [
+                    r for r, o in zip(rule_ids, result.rule_outcomes, strict=True) if o == FAIL])
+    if not changed:
+        return EsgRun(receipts=len(proofs), results=len(proofs) * len(packs))
+    with transaction.atomic(), audit_context(action="esg_evaluate"):
+        written = _esg_store(changed)
+        failed = [failures[key] for key in written if key in failures]
+        flags = _esg_flags_raise(proofs, failed) if failed else 0
+    return EsgRun(receipts=len(proofs), results=len(proofs) * len(packs), written=len(written), flags=flags)
+
+
+# Set to False to store through bulk_create on PostgreSQL too (the path every other database takes).
+ESG_STORE_BY_COPY = True
+
+
+def _by_copy() -> bool:
+    return connection.vendor == "postgresql" and ESG_STORE_BY_COPY
+
+
+def _esg_store(rows: list[_EsgRow]) -> list[tuple[int, int]]:
+    """Upsert results on (receipt, rule_pack), replacing a stored row only when its digest differs; returns
+    the (receipt_id, rule_pack_id) of the rows written.
+
+    Generic path: bulk_create(update_conflicts=True), i.e. INSERT ... ON CONFLICT DO UPDATE. On PostgreSQL
+    the same upsert is issued as COPY into a temporary table and one INSERT ... SELECT ... ON CONFLICT DO
+    UPDATE ... WHERE the digest differs: building and binding thousands of model rows and JSON values through
+    the ORM cost more than everything else together (bench/esg_sweep.py).
+    """
+    if _by_copy():
+        columns = ("receipt_id", "rule_pack_id", "outcome", "label", "rules", "cbam", "facts", "result_hash",
+                   "evaluated_at")
+        table = connection.ops.quote_name(EsgEvaluation._meta.db_table)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[2:])
+        return _staged_insert(
+            EsgEvaluation, columns, ((r.receipt_id, r.rule_pack_id, r.outcome, r.label, r.rules, r.cbam, r.facts,
+                                      r.result_hash, r.evaluated_at) for r in rows),
+            f"ON CONFLICT (receipt_id, rule_pack_id) DO UPDATE SET {updates} "
+            f"WHERE {table}.result_hash IS DISTINCT FROM EXCLUDED.result_hash RETURNING receipt_id, rule_pack_id")
+    EsgEvaluation.objects.bulk_create(
+        [EsgEvaluation(receipt_id=r.receipt_id, rule_pack_id=r.rule_pack_id, outcome=r.outcome, label=r.label,
+                       rules=json.loads(r.rules), cbam=None if r.cbam is None else json.loads(r.cbam),
+                       facts=json.loads(r.facts), result_hash=r.result_hash, evaluated_at=r.evaluated_at)
+         for r in rows],
+        batch_size=1000, update_conflicts=True, unique_fields=["receipt", "rule_pack"],
+        update_fields=_ESG_UPDATE_FIELDS)
+    return [(r.receipt_id, r.rule_pack_id) for r in rows]
+
+
+def _staged_insert(model: type[Any], columns: Sequence[str], rows: Iterable[tuple[Any, ...]],
+                   tail: str) -> list[tuple[Any, ...]]:
+    """INSERT INTO model's table (columns) SELECT ... FROM a temporary table filled by COPY, then `tail`
+    (ON CONFLICT ..., RETURNING ...); returns what RETURNING returned. Column types are the model's."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    types = {f.column: f.db_type(connection) for f in model._meta.concrete_fields}
+    definition = ", ".join(f"{connection.ops.quote_name(c)} {types[c]}" for c in columns)
+    with connection.cursor() as cursor:
+        # Identifiers from model meta and this module's constants; the values travel through COPY.
+        cursor.execute(f"CREATE TEMPORARY TABLE esg_stage ({definition}) ON COMMIT DROP")
+        with cursor.copy(f"COPY esg_stage ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM esg_stage {tail}")  # noqa: S608
+        returned = [tuple(row) for row in cursor.fetchall()] if "RETURNING" in tail else []
+        cursor.execute("DROP TABLE esg_stage")
+    return returned
+
+
+def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRulePack, list[str]]]) -> int:
+    """One ESG_FAILURE flag per receipt and pack version, whatever its status: an officer's dismissal stands
+    for that version. Two workers racing on the same receipt meet the open-flag unique index (the insert
+    skips the conflicting row). Returns the flags raised."""
+    keyed = {esg_flag_subject(proofs[index].facts.receipt_number, row): (index, row, rules)
+             for index, row, rules in failed}
+    receipt_ids = sorted({proofs[index].receipt_id for index, _, _ in failed})
+    known = set(Flag.objects.filter(kind=FlagKind.ESG_FAILURE, receipt_id__in=ids_in(receipt_ids))
+                .values_list("subject_key", flat=True))
+    fresh = []
+    for key, (index, row, rules) in keyed.items():
+        if key in known:
+            continue
+        proof = proofs[index]
+        fresh.append((proof.holder_id, proof.receipt_id, key,
+                      f"{proof.facts.receipt_number} fails {row.pack_id} v{row.version} ({', '.join(rules)})"[:200],
+                      {"rule_pack": row.pk, "pack": row.pack_id, "version": row.version, "failed_rules": rules}))
+    if not fresh:
+        return 0
+    if _by_copy():
+        now = timezone.now()
+        inserted = _staged_insert(
+            Flag, ("kind", "status", "member_id", "receipt_id", "reference", "subject_key", "details", "opened_at",
+                   "resolution_reason"),
+            ((FlagKind.ESG_FAILURE.value, FlagStatus.OPEN.value, member_id, receipt_id, reference, key,
+              json.dumps(details), now, "") for member_id, receipt_id, key, reference, details in fresh),
+            "ON CONFLICT DO NOTHING RETURNING id")
+        return len(inserted)
+    Flag.objects.bulk_create([Flag(kind=FlagKind.ESG_FAILURE, member_id=member_id, receipt_id=receipt_id,
+                                   subject_key=key, reference=reference, details=details)
+                              for member_id, receipt_id, key, reference, details in fresh],
+                             batch_size=1000, ignore_conflicts=True)
+    return len(fresh)

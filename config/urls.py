@@ -21,3 +21,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", include("trading.portal_urls")),
 ]
+
+# Errors raised before a DRF view runs (an unmatched path converter, a crash outside DRF) are JSON under /api/.
+handler404 = "config.api.errors.not_found"
+handler500 = "config.api.errors.server_error"

@@ -54,6 +54,7 @@ from receipts.models import (
     Warehouse,
 )
 from receipts.platform_keys import platform_signer
+from receipts.signals import proof_changed_on_commit
 from receipts.signing import verify_bytes
 from receipts.units import format_kg
 
@@ -253,11 +254,13 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
     binding = chain.attestation_hash({"type": kind, "document": document, "signature": sig})
     try:
         with transaction.atomic():
-            return Attestation.objects.create(
+            attestation = Attestation.objects.create(
                 lot=lot, kind=kind, document=document, canonical=canonical.decode("utf-8"), digest=digest,
                 binding_hash=binding, signature=sig, signing_key=key, signer=signer, submitted_by=submitted_by)
     except IntegrityError as exc:
         raise Conflict("This attestation is already attached to the lot.", code="attestation_exists") from exc
+    proof_changed_on_commit(Receipt.objects.filter(lot=lot, status__in=OPEN_STATUSES).values_list("pk", flat=True))
+    return attestation
 
 
 def lot_grade(*, lot: Lot, by: Member) -> GradingResult:
@@ -446,6 +449,7 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations])
         _append(receipt, chain.ISSUED, data, signer)
         receipt.save(update_fields=_RECEIPT_FIELDS)
+        proof_changed_on_commit([receipt.pk])
     return receipt
 
 
@@ -476,6 +480,7 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     for event, child in zip(opening, children, strict=True):
         event.receipt = child
     ReceiptEvent.objects.bulk_create(opening)
+    proof_changed_on_commit(c.pk for c in children)
     return children
 
 

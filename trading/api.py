@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -13,14 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compliance import policy
 from members.api import require_member
 from members.idempotency import idempotent
 from receipts.models import Receipt
-from receipts.services import receipt_withdrawal_request
 from trading import selectors
 from trading.models import Account, Instrument, Order, Trade
-from trading.services import order_cancel, order_place
+from trading.services import order_cancel, order_place, withdrawal_request
 
 
 class InstrumentSerializer(serializers.ModelSerializer):
@@ -207,11 +204,8 @@ class WithdrawalRequestView(APIView):
             data = self.InputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             receipt = get_object_or_404(selectors.holdings_of(member), number=number)
-            with transaction.atomic():
-                policy.require(policy.withdrawal_check_and_draw(
-                    member, receipt, data.validated_data["destination_country"].upper(), receipt.quantity_kg))
-                receipt = receipt_withdrawal_request(receipt=receipt, by=member,
-                                                     withdrawal_ref=f"W-{receipt.number}")
+            receipt, _ = withdrawal_request(member=member, receipt=receipt,
+                                            destination_country=data.validated_data["destination_country"])
             return 201, HoldingSerializer(receipt).data
 
         return idempotent(request, member, work)

@@ -59,6 +59,37 @@ def ensure_cash() -> None:
         cash_deposit(member=member, currency="USD", amount=Decimal(amount), by=None, reason="DEMO funding")
 
 
+def ensure_end_use_declarations() -> None:
+    """The demo market maker (Singapore) and Lumen (Germany) buy controlled metals stored in China: each
+    needs an approved end-use declaration per metal, as any foreign buyer would (DEMO)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from compliance.models import DeclarationStatus, EndUseDeclaration
+    from compliance.services import end_use_declaration_decide, end_use_declaration_submit
+
+    today = timezone.localdate()
+    metals = {i.grade.metal for i in Instrument.objects.select_related("grade__metal") if i.grade.metal.export_controlled}
+    for legal_id, end_user, use in ((MARKET_MAKER, "Demo Market Maker Ltd (demo)", "inventory for resale to "
+                                     "approved end users (demo market making)"),
+                                    ("DEMO-DE-HRB-123456", "Lumen Displays GmbH (demo)", "display and "
+                                     "semiconductor manufacturing (demo)")):
+        member = Member.objects.filter(legal_id=legal_id).first()
+        if member is None:
+            continue
+        for metal in sorted(metals, key=lambda m: m.symbol):
+            if EndUseDeclaration.objects.filter(member=member, metal=metal,
+                                                status=DeclarationStatus.APPROVED).exists():
+                continue
+            declaration = end_use_declaration_submit(
+                member=member, metal=metal, end_user=end_user, end_use=use,
+                destination_country=member.country.code, valid_from=today - timedelta(days=1),
+                valid_to=today + timedelta(days=365))
+            end_use_declaration_decide(declaration=declaration, status=DeclarationStatus.APPROVED, decided_by=None,
+                                       reason="DEMO: approved at load")
+
+
 def _quote(member: Member, instrument: Instrument, side: str, qty: int, price: Decimal, tag: str) -> bool:
     try:
         order_place(member=member, instrument=instrument, side=side, order_type="limit", tif="GTC",
@@ -110,6 +141,7 @@ def load() -> list[str]:
     with transaction.atomic():
         instruments = ensure_instruments()
         ensure_cash()
+        ensure_end_use_declarations()
     trades = ensure_trades()
     quotes = market_maker_requote(seed=7) if not Order.objects.filter(
         member__legal_id=MARKET_MAKER, status__in=LIVE_ORDER_STATUSES).exists() else 0

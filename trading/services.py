@@ -21,7 +21,12 @@ from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.lock_objects import receipts_for_update
 from receipts.models import Receipt, ReceiptStatus, Warehouse
-from receipts.services import receipts_deliver, receipts_encumber, receipts_release
+from receipts.services import (
+    receipt_withdrawal_request,
+    receipts_deliver,
+    receipts_encumber,
+    receipts_release,
+)
 from trading import book_cache
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
@@ -56,6 +61,11 @@ class OrderResult:
     trades: list[Trade] = field(default_factory=list)
     cancelled_order_ids: list[int] = field(default_factory=list)
     replayed: bool = False
+
+
+def _plain(value: Decimal | None) -> str:
+    """2.5000 -> "2.5", 600.0000 -> "600": how a person writes a price or a size."""
+    return "" if value is None else f"{value.normalize():f}"
 
 
 def _ceil_cents(amount: Decimal) -> Decimal:
@@ -111,7 +121,7 @@ def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str,
     if quantity <= 0:
         raise OrderRejected("quantity_kg must be more than zero.", code="invalid_quantity", field="quantity_kg")
     if quantity % instrument.lot_size_kg != 0:
-        raise OrderRejected(f"quantity_kg must be a multiple of the lot size {instrument.lot_size_kg} kg.",
+        raise OrderRejected(f"quantity_kg must be a multiple of the lot size {_plain(instrument.lot_size_kg)} kg.",
                             code="off_lot", field="quantity_kg")
     if order_type == OrderType.MARKET:
         if price not in (None, ""):
@@ -128,21 +138,14 @@ def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str,
     if limit <= 0:
         raise OrderRejected("price must be more than zero.", code="invalid_price", field="price")
     if limit % instrument.tick_size != 0:
-        raise OrderRejected(f"price must be a multiple of the tick {instrument.tick_size}.", code="off_tick",
+        raise OrderRejected(f"price must be a multiple of the tick {_plain(instrument.tick_size)}.", code="off_tick",
                             field="price")
     if instrument.band_low is not None and instrument.band_high is not None \
             and not instrument.band_low <= limit <= instrument.band_high:
-        raise OrderRejected(f"price is outside today's band {instrument.band_low}–{instrument.band_high}.",
+        raise OrderRejected(f"price is outside today's band {_plain(instrument.band_low)}–{_plain(instrument.band_high)}.",
                             code="out_of_band", field="price",
                             details={"band_low": str(instrument.band_low), "band_high": str(instrument.band_high)})
     return OrderTicket(side, order_type, tif, quantity, limit, to_ticks(limit, instrument))
-
-
-def esg_class_receipt_ids(esg_class: str) -> list[int]:
-    """Receipts compliance has classified into `esg_class` (e.g. LC) under the current rule packs."""
-    from compliance.selectors import receipts_with_label
-
-    return list(receipts_with_label(esg_class).values_list("pk", flat=True))
 
 
 def region_countries(region: str) -> list[str]:
@@ -155,7 +158,9 @@ def eligible_receipts(member: Member, instrument: Instrument) -> list[Receipt]:
     receipts = Receipt.objects.filter(holder=member, grade_id=instrument.grade_id, status=ReceiptStatus.ACTIVE,
                                       lot__warehouse__region=instrument.region, lot__warehouse__approved=True)
     if instrument.esg_class:
-        receipts = receipts.filter(pk__in=esg_class_receipt_ids(instrument.esg_class))
+        from compliance.selectors import receipts_with_label
+
+        receipts = receipts.filter(pk__in=receipts_with_label(instrument.esg_class).values("pk"))
     return list(receipts.order_by("issued_at", "pk"))
 
 
@@ -341,6 +346,17 @@ def order_cancel(*, member: Member, order_id: int) -> Order:
     except BaseException:
         book_cache.drop(order.instrument_id)
         raise
+
+
+def withdrawal_request(*, member: Member, receipt: Receipt, destination_country: str) -> tuple[Receipt, str]:
+    """The holder asks to take the metal out: export control first (drawing an export licence down when the
+    metal leaves a controlled country), then the receipt records the request — one transaction, so a refusal
+    draws nothing. Returns the receipt and compliance's reason for allowing it."""
+    with transaction.atomic():
+        decision = policy.require(policy.withdrawal_check_and_draw(
+            member, receipt, destination_country.upper(), receipt.quantity_kg))
+        receipt = receipt_withdrawal_request(receipt=receipt, by=member, withdrawal_ref=f"W-{receipt.number}")
+    return receipt, decision.reason
 
 
 def instrument_set_status(*, instrument: Instrument, status: str, reason: str) -> Instrument:

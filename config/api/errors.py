@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.db import DataError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -52,7 +54,16 @@ def _flatten_message(detail: Any) -> str:
     return str(detail)
 
 
+def _is_nul_in_query(exc: Exception) -> bool:
+    """Django (DataError) or psycopg (ValueError) refuses a string with a NUL character before it reaches
+    PostgreSQL, whose text cannot hold one. Our code never makes one, so it came from the request: a path or
+    query value used in a lookup (`/api/v1/receipts/%00`). Bad input, not a server error."""
+    return isinstance(exc, (DataError, ValueError)) and "NUL (0x00)" in str(exc)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if _is_nul_in_query(exc):
+        return Response(error_body("invalid_input", "Null characters are not allowed."), status=400)
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, ProofError):  # the pure proof modules' errors are bad input too
@@ -76,3 +87,30 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             details["retry_after_seconds"] = int(exc.wait)
         response.data = error_body(code, str(exc.detail), details)
     return response
+
+
+# --- Django-level errors under /api/: the same JSON shape ---------------------------------------------
+# A request that never reaches a DRF view (a path whose converter does not match, e.g. /api/v1/orders/abc,
+# or an exception outside DRF's handler) would otherwise get Django's HTML page, which no API client and
+# not the schema expects. Everything outside /api/ keeps Django's own pages.
+
+API_PREFIX = "/api/"
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404 (config.urls): JSON for the API, Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500 (config.urls): JSON for the API, with no detail (the request id in the log finds the
+    traceback); Django's page elsewhere."""
+    if _is_api(request):
+        return JsonResponse(error_body("server_error", "The server failed to handle this request."), status=500)
+    return defaults.server_error(request)

@@ -23,6 +23,16 @@ class IngotAutoSchema(AutoSchema):
             ))
         return params
 
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        # Every view reads an empty optional query parameter (`?status=`) as absent: DRF's form semantics
+        # for serializer filters, and `.get(...) or default` for the others. Say so, so a client (and the
+        # API fuzzer) knows `?status=` is accepted and filters nothing.
+        for parameter in (operation or {}).get("parameters", []):
+            if parameter.get("in") == "query" and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True
+        return operation
+
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
         bodies = super()._get_response_bodies(direction)
         error_statuses = ["400", "401", "403", "404", "429"]

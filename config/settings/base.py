@@ -118,9 +118,25 @@ else:
 # --- Celery (read by config.celery with namespace CELERY) ---------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    # A task not acknowledged within the visibility timeout is handed to another worker.
-    # 60 s bounds how long a task held by a killed worker waits; every task is far shorter.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=60)}
+    # Redelivery after a worker dies whole (kill -9, OOM, lost host; a killed pool child is requeued at once
+    # by reject_on_worker_lost). With acks_late kombu's Redis transport keeps each delivered message in the
+    # `unacked` hash / `unacked_index` zset (scored with the delivery time) until the ack; a live worker's
+    # QoS.restore_visible puts back every entry older than visibility_timeout. It sweeps at worker start and
+    # then every unacked_restore_interval s, but scans only on every unacked_restore_throttle-th call: kombu's
+    # 10 s x 10 meant up to ~100 s (measured 103 s after a kill -9 and restart, tests/proof/test_worker_faults.py).
+    # Scanning every 5 s with 30 s visibility puts an abandoned task back <= ~35 s after the kill (issue 8: 60 s).
+    # visibility_timeout must exceed the longest task plus its wait in the prefetch buffer, or a live worker's
+    # task is restored and run a second time (ours are idempotent, so that costs time, not correctness; all
+    # take well under a second except members_screen_all, which grows with the member count).
+    # A worker killed while holding the sweep's mutex would block every sweep for unacked_mutex_expire (kombu:
+    # 300 s); a scan takes milliseconds and overlapping scans are safe (restore_by_tag is a WATCH transaction).
+    # unacked_restore_limit stays None: each scan restores every expired entry, not 10 at a time.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=30),
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 15,
+    }
 else:
     # Embedded mode: kombu's filesystem transport; worker and beat are still real processes.
     for _sub in ("queue", "processed", "control"):

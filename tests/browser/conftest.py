@@ -42,7 +42,13 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server: Any) -> Iterator[Page]:
+def tolerated_errors() -> list[str]:
+    """Substrings of console errors a test provokes on purpose (e.g. a dropped request); append to it."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: Any, tolerated_errors: list[str]) -> Iterator[Page]:
     """A page in a fresh context (no cookies), with relative URLs resolved against the live server."""
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP, locale="en-GB",
                                   timezone_id="UTC")
@@ -55,7 +61,31 @@ def page(browser: Browser, live_server: Any) -> Iterator[Page]:
             and "status of 4" not in msg.text else None)
     yield page
     context.close()
+    errors = [e for e in errors if not any(t in e for t in tolerated_errors)]
     assert not errors, f"JavaScript or loading errors on the page: {errors}"
+
+
+@pytest.fixture
+def new_page(browser: Browser, live_server: Any) -> Iterator[Callable[[], Page]]:
+    """Pages in separate contexts (separate cookie jars: one per signed-in trader), each checked for
+    JavaScript and loading errors at the end like `page`."""
+    opened: list[tuple[Any, list[str]]] = []
+
+    def make() -> Page:
+        context = browser.new_context(base_url=live_server.url, viewport=DESKTOP, locale="en-GB", timezone_id="UTC")
+        context.set_default_timeout(10_000)
+        fresh = context.new_page()
+        errors: list[str] = []
+        fresh.on("pageerror", lambda exc: errors.append(str(exc)))
+        fresh.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+                 and "status of 4" not in msg.text else None)
+        opened.append((context, errors))
+        return fresh
+
+    yield make
+    for context, errors in opened:
+        context.close()
+        assert not errors, f"JavaScript or loading errors on the page: {errors}"
 
 
 @pytest.fixture

@@ -52,3 +52,25 @@ def test_without_members_the_export_part_is_skipped() -> None:
     lines = demo.load()
     assert any("skipped" in line for line in lines)
     assert not ExportLicence.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_demo_receipts_are_evaluated_and_some_fail_the_eu_pack() -> None:
+    from compliance.models import EsgEvaluation
+    from compliance.selectors import receipts_with_label
+    from receipts import demo as receipts_demo
+    from receipts.models import OPEN_STATUSES, Receipt
+
+    members_demo.load()
+    receipts_demo.load()
+    lines = demo.load()
+    assert demo.load() == lines
+    open_receipts = Receipt.objects.filter(status__in=OPEN_STATUSES)
+    assert EsgEvaluation.objects.filter(rule_pack__active=True).count() == 4 * open_receipts.count()
+    failing_eu = EsgEvaluation.objects.filter(rule_pack__pack_id="eu-market", rule_pack__active=True, outcome="fail")
+    assert failing_eu.exists()
+    assert Flag.objects.filter(kind=FlagKind.ESG_FAILURE, receipt=failing_eu.first().receipt).exists()
+    esg = next(line for line in lines if line.strip().startswith("ESG:"))
+    assert failing_eu.first().receipt.number in esg
+    assert receipts_with_label("LC").exists()
+    print("\n".join(lines))

@@ -1,23 +1,17 @@
-"""ESG rule packs as loaded versions, and results stored per receipt and pack version: a failure
-raises one flag, labels decide what a receipt may back, a superseded version counts for nothing."""
+"""ESG rule packs as loaded versions: one active version per pack, a silent edit refused, a broken file
+loads nothing, and the stored canonical form rebuilds the very pack that was loaded."""
 
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
-from compliance.esg import ReceiptFacts, evaluate
-from compliance.models import EsgEvaluation, EsgRulePack, Flag, FlagKind
-from compliance.rulepack_loader import RULEPACK_DIR, load_rulepack
-from compliance.selectors import receipt_esg_blocked, receipt_esg_labels
-from compliance.services import esg_evaluation_record, esg_rule_packs_sync
+from compliance.models import EsgRulePack
+from compliance.rulepack_loader import RULEPACK_DIR, load_rulepack, pack_from_canonical
+from compliance.services import esg_compiled_pack, esg_rule_packs_sync
 from config.errors import ValidationFailed
-from tests.factories.compliance import receipt
 
 
 def pack_dir(tmp_path: Path) -> Path:
@@ -26,26 +20,28 @@ def pack_dir(tmp_path: Path) -> Path:
     return target
 
 
-def facts_for(number: str, *, footprint: str = "9.0", assay_days: int = 30) -> ReceiptFacts:
-    return ReceiptFacts(
-        receipt_number=number, metal="Ga", grade_code="GA-6N", quantity_kg=Decimal("100.000"),
-        warehouse_country="CN", assay_issued_on=date.today() - timedelta(days=assay_days),
-        footprint_kgco2e_per_kg=Decimal(footprint), footprint_verified=True,
-        footprint_verification_standard="ISO 14067", recycled_pre_consumer_pct=Decimal("10"),
-        recycled_post_consumer_pct=Decimal("20"), origin_smelter_id="CID000001")
+@pytest.fixture
+def no_packs(db: None) -> None:
+    """migrate synced the repo's packs (compliance.apps): start these tests from none."""
+    EsgRulePack.objects.all().delete()
 
 
 @pytest.mark.django_db
-def test_sync_activates_each_pack_once(tmp_path: Path) -> None:
+def test_migrate_synced_the_repo_packs() -> None:
+    active = dict(EsgRulePack.objects.filter(active=True).values_list("pack_id", "label"))
+    assert active == {"base": "", "eu-market": "EU", "low-carbon": "LC", "us-ira": "US"}
+    assert esg_rule_packs_sync() == []
+
+
+def test_sync_activates_each_pack_once(tmp_path: Path, no_packs: None) -> None:
     directory = pack_dir(tmp_path)
-    activated = esg_rule_packs_sync(directory=directory)
+    activated = esg_rule_packs_sync(directory=directory, reevaluate=False)
     assert sorted(p.pack_id for p in activated) == ["base", "eu-market", "low-carbon", "us-ira"]
     assert esg_rule_packs_sync(directory=directory) == []
     assert EsgRulePack.objects.filter(active=True).count() == 4
 
 
-@pytest.mark.django_db
-def test_a_new_version_supersedes_and_a_silent_edit_is_refused(tmp_path: Path) -> None:
+def test_a_new_version_supersedes_and_a_silent_edit_is_refused(tmp_path: Path, no_packs: None) -> None:
     directory = pack_dir(tmp_path)
     esg_rule_packs_sync(directory=directory)
     base = directory / "base.yaml"
@@ -63,8 +59,7 @@ def test_a_new_version_supersedes_and_a_silent_edit_is_refused(tmp_path: Path) -
         == [False, True]
 
 
-@pytest.mark.django_db
-def test_a_broken_pack_file_loads_nothing(tmp_path: Path) -> None:
+def test_a_broken_pack_file_loads_nothing(tmp_path: Path, no_packs: None) -> None:
     directory = pack_dir(tmp_path)
     (directory / "zz-broken.yaml").write_text("id: zz-broken\nversion: [\n", encoding="utf-8")
     with pytest.raises(ValidationFailed) as caught:
@@ -74,45 +69,20 @@ def test_a_broken_pack_file_loads_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
-def test_results_are_stored_per_receipt_and_version_and_failures_are_flagged(tmp_path: Path) -> None:
-    directory = pack_dir(tmp_path)
-    esg_rule_packs_sync(directory=directory)
-    goods = receipt(symbol="Ga")
-    now = timezone.now()
-    low_carbon = EsgRulePack.objects.get(pack_id="low-carbon", active=True)
-    pack = load_rulepack(directory / "low-carbon.yaml")
-
-    passed = evaluate(facts_for(goods.number, footprint="1.0"), pack, now=now)
-    stored = esg_evaluation_record(receipt=goods, rule_pack=low_carbon, result=passed)
-    assert (stored.outcome, stored.label, stored.rules[0]["rule_id"]) == ("pass", "LC", "lc-footprint-verified")
-    assert receipt_esg_labels(goods) == {"LC"} and not receipt_esg_blocked(goods)
-
-    failed = evaluate(facts_for(goods.number, footprint="900", assay_days=800), pack, now=now)
-    assert failed.outcome == "fail"
-    for _ in range(2):
-        esg_evaluation_record(receipt=goods, rule_pack=low_carbon, result=failed)
-    assert EsgEvaluation.objects.filter(receipt=goods).count() == 1  # replaced, not appended
-    assert receipt_esg_blocked(goods) and receipt_esg_labels(goods) == frozenset()
-    flag = Flag.objects.get(kind=FlagKind.ESG_FAILURE)
-    assert (flag.receipt, flag.member) == (goods, goods.holder)
-    assert goods.number in flag.reference
-
-    with pytest.raises(ValidationFailed) as mismatch:
-        esg_evaluation_record(receipt=receipt(symbol="Ga"), rule_pack=low_carbon, result=failed)
-    assert mismatch.value.code == "esg_result_mismatch"
+def test_a_stored_version_compiles_to_the_pack_that_was_loaded() -> None:
+    for row in EsgRulePack.objects.filter(active=True):
+        loaded = load_rulepack(RULEPACK_DIR / f"{row.pack_id}.yaml")
+        rebuilt = pack_from_canonical(row.canonical)
+        assert rebuilt.content_hash == loaded.content_hash == row.content_hash
+        assert esg_compiled_pack(row).rule_ids == tuple(r.id for r in loaded.rules)
 
 
 @pytest.mark.django_db
-def test_a_result_under_a_superseded_version_counts_for_nothing(tmp_path: Path) -> None:
-    directory = pack_dir(tmp_path)
-    esg_rule_packs_sync(directory=directory)
-    goods = receipt(symbol="Ga")
-    base_row = EsgRulePack.objects.get(pack_id="base")
-    result = evaluate(facts_for(goods.number, assay_days=800), load_rulepack(directory / "base.yaml"),
-                      now=datetime.now(tz=timezone.get_current_timezone()))
-    esg_evaluation_record(receipt=goods, rule_pack=base_row, result=result)
-    assert receipt_esg_blocked(goods)
-    base = directory / "base.yaml"
-    base.write_text(base.read_text(encoding="utf-8").replace("version: 1", "version: 2"), encoding="utf-8")
-    esg_rule_packs_sync(directory=directory)
-    assert not receipt_esg_blocked(goods)  # to be evaluated again under version 2
+def test_a_stored_version_whose_canonical_form_was_tampered_with_is_refused() -> None:
+    row = EsgRulePack.objects.get(pack_id="low-carbon", active=True)
+    row.canonical["rules"][1]["params"]["thresholds"]["Ga"] = "999"
+    row.pk = None  # a fresh cache key: the same content hash, different meaning
+    row.id = 10**9
+    with pytest.raises(ValidationFailed) as caught:
+        esg_compiled_pack(row)
+    assert caught.value.code == "rulepack_invalid"

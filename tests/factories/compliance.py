@@ -1,5 +1,6 @@
 """Factories and helpers for compliance tests: catalogue metals, a receipt in a warehouse, approved
-declarations and licences, and an officer's OTP-verified admin session."""
+declarations and licences, an officer's OTP-verified admin session, and receipts whose lots carry real,
+signed ESG attestations (footprint, recycled content, origin)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ from compliance.services import (
     export_licence_submit,
 )
 from members.models import Member, User
+from receipts import services as receipt_services
 from receipts.catalogue import load_catalogue
-from receipts.models import Lot, Metal, Receipt, Warehouse
+from receipts.models import Attestation, Lot, Metal, Receipt, Warehouse
 from tests.factories.members import MemberFactory, UserFactory
+from tests.factories.receipts import (
+    ReceiptWorld,
+    Signer,
+    carbon_footprint_document,
+    origin_document,
+    recycled_content_document,
+)
 
 _seq = itertools.count(1)
 
@@ -101,3 +110,70 @@ def officer_client(user: User | None = None) -> Client:
     assert response.status_code == 302, response.content[:2000]
     client.user = user  # type: ignore[attr-defined]
     return client
+
+
+# --- ESG: receipts whose lots carry real, signed ESG attestations ------------------------------------------
+
+# A verification standard the EU pack recognises (the receipts factory's default, ISO 14064-3, is not one).
+EU_STANDARD = "ISO 14067"
+CONFORMANT_SMELTER = "CID900101"  # on compliance/rulepacks/conformant_smelters.csv (DEMO data)
+
+
+def footprint_document(lot: Lot, company: Member, *, pcf: str = "12.4", verified: bool = True,
+                       standard: str | None = EU_STANDARD, unit: str = "kilogram", mass_per_unit: str | None = None,
+                       status: str = "Active", created_days_ago: int = 9) -> dict[str, Any]:
+    """A WBCSD PACT v3 ProductFootprint of the lot (receipts factory shape) with the knobs the ESG rules read."""
+    document = carbon_footprint_document(lot, company, pcf=pcf, verified=verified, created_days_ago=created_days_ago)
+    document["status"] = status
+    document["pcf"]["declaredUnitOfMeasurement"] = unit
+    if mass_per_unit is None:
+        document["pcf"].pop("productMassPerDeclaredUnit", None)
+    else:
+        document["pcf"]["productMassPerDeclaredUnit"] = mass_per_unit
+    if verified and standard is not None:
+        document["pcf"]["verification"]["standardName"] = standard
+    return document
+
+
+def recycled_document(lot: Lot, *, pre: str = "20.0", post: str = "15.5", issued_days_ago: int = 9) -> dict[str, Any]:
+    return recycled_content_document(lot, pre=pre, post=post, issued_days_ago=issued_days_ago)
+
+
+def origin_doc(lot: Lot, *, smelter_id: str = CONFORMANT_SMELTER, issued_days_ago: int = 9) -> dict[str, Any]:
+    return origin_document(lot, smelter_id=smelter_id, issued_days_ago=issued_days_ago)
+
+
+class EsgWorld(ReceiptWorld):
+    """A ReceiptWorld plus a producer whose registered key signs footprint, recycled-content and origin
+    documents, all submitted through receipts.services.attestation_submit (checked and verified there)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.producer = MemberFactory(roles=["producer"], name=f"Test Producer {next(_seq)}")
+        self.producer_signer = Signer(self.producer)
+
+    def attest(self, lot: Lot, kind: str, document: dict[str, Any]) -> Attestation:
+        return receipt_services.attestation_submit(lot=lot, kind=kind, document=document,
+                                                   signature=self.producer_signer.sign(document),
+                                                   submitted_by=self.producer)
+
+    def proven_lot(self, *, mass: str = "100.000", footprint: str | None = "12.4", verified: bool = True,
+                   standard: str | None = EU_STANDARD, recycled: tuple[str, str] | None = ("20.0", "15.5"),
+                   smelter: str | None = CONFORMANT_SMELTER, depositor: Member | None = None,
+                   location: str = "A1") -> Lot:
+        """A graded lot with an assay and whichever ESG attestations are asked for (None: left out)."""
+        lot = self.lot(mass=mass, depositor=depositor, location=location)
+        if footprint is not None:
+            self.attest(lot, "carbon_footprint",
+                        footprint_document(lot, self.producer, pcf=footprint, verified=verified, standard=standard))
+        if recycled is not None:
+            self.attest(lot, "recycled_content", recycled_document(lot, pre=recycled[0], post=recycled[1]))
+        if smelter is not None:
+            self.attest(lot, "origin", origin_doc(lot, smelter_id=smelter))
+        return lot
+
+    def proven_receipt(self, holder: Member | None = None, *, quantity: str = "100.000", **lot_kwargs: Any) -> Receipt:
+        """A receipt issued on a proven lot: low-carbon gallium (12.4 kgCO2e/kg, verified) by default."""
+        lot = self.proven_lot(mass=lot_kwargs.pop("mass", quantity), depositor=holder, **lot_kwargs)
+        return receipt_services.receipt_issue(lot=lot, holder=holder or lot.depositor, quantity_kg=Decimal(quantity),
+                                              issued_by=self.operator)
