@@ -41,7 +41,7 @@ from compliance.services import (
     flag_set_status,
 )
 from compliance.tasks import enqueue_esg, esg_evaluate_all
-from config.admin_actions import reason_action
+from config.admin_actions import ReadOnlyAdmin, ReadOnlyInline, reason_action
 from config.errors import ApplicationError
 from members.models import User
 
@@ -50,39 +50,6 @@ def _officer(request: HttpRequest) -> User:
     # The console is behind login and a second factor: the requester is always a real user.
     assert isinstance(request.user, User)
     return request.user
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No adding, editing or deleting through forms. Models with reason actions keep the change
-    permission (actions require it) but every field stays read-only."""
-
-    actions_need_change = False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        # Actions ask without an object; a row's own page is always view-only (no Save button).
-        if obj is not None or not self.actions_need_change:
-            return False
-        return super().has_change_permission(request)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 # --- the review queue ---------------------------------------------------------------------------

@@ -49,3 +49,39 @@ def reason_action(*, name: str, description: str, apply: Callable[[Any, HttpRequ
     if permission:
         action.allowed_permissions = (permission,)  # type: ignore[attr-defined]
     return action
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """No adding, editing or deleting through forms: money, title and records change only through services.
+    Admins with reason actions set `actions_need_change` (Django asks for the change permission to offer
+    actions), but a row's own page stays view-only."""
+
+    actions_need_change = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields] + [m.name for m in self.model._meta.many_to_many]
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if obj is not None or not self.actions_need_change:
+            return False
+        return super().has_change_permission(request)
+
+
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return list(self.fields or [f.name for f in self.model._meta.fields])
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False

@@ -15,7 +15,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-from config.admin_actions import reason_action
+from config.admin_actions import ReadOnlyAdmin, ReadOnlyInline, reason_action
 from receipts import services
 from receipts.models import (
     Attestation,
@@ -29,42 +29,6 @@ from receipts.models import (
     StorageIncident,
     Warehouse,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No adding, editing or deleting through forms. Admins with actions keep the change permission for
-    the changelist (Django asks for it to offer actions) but a row's own page is always view-only."""
-
-    actions_need_change = False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields] + [m.name for m in self.model._meta.many_to_many]
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        if obj is not None or not self.actions_need_change:
-            return False
-        return super().has_change_permission(request)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return list(self.fields or [f.name for f in self.model._meta.fields])
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
 
 def _log(request: HttpRequest, obj: Model, message: str) -> None:
@@ -121,6 +85,7 @@ class WarehouseAdmin(ReadOnlyAdmin):
 # --- lots and attestations -------------------------------------------------------------------------------
 
 class AttestationInline(ReadOnlyInline):
+    show_change_link = True
     model = Attestation
     fields = ["kind", "signer", "signing_key", "digest", "created_at"]
 
@@ -145,6 +110,7 @@ class AttestationAdmin(ReadOnlyAdmin):
 # --- receipts ---------------------------------------------------------------------------------------------
 
 class ReceiptEventInline(ReadOnlyInline):
+    show_change_link = True
     model = ReceiptEvent
     fields = ["seq", "kind", "recorded_at", "hash"]
     ordering = ["seq"]
@@ -228,6 +194,7 @@ class StorageIncidentAdmin(ReadOnlyAdmin):
 
 
 class StockGapInline(ReadOnlyInline):
+    show_change_link = True
     model = StockGap
     fields = ["lot", "stated_kg", "receipted_kg", "opened_at", "resolved_at"]
 

@@ -15,24 +15,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from compliance.admin import AuditEventAdmin
-from config.admin_actions import reason_action
+from config.admin_actions import ReadOnlyAdmin, reason_action
 from config.errors import ApplicationError
 from trading.ledger import cash_deposit, cash_withdraw
 from trading.models import Account, Instrument, InstrumentStatus, JournalEntry, Order, Posting, Trade
 from trading.services import instrument_set_status
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Money and title change only through services; the console shows them, never edits them."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Instrument)
