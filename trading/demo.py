@@ -4,7 +4,7 @@ a few trades, and the demo market maker's re-quoting. Idempotent; everything her
 from __future__ import annotations
 
 import random
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.db import transaction
 
@@ -112,10 +112,13 @@ def market_maker_requote(seed: int | None = None) -> int:
         ref, tick = instrument.reference_price, instrument.tick_size
         assert ref is not None
         for level in range(1, 4):
-            offset = (ref * Decimal("0.004") * level / tick).to_integral_value() * tick
+            # Quotes sit on the tick grid: bids rounded down, asks up (the reference itself is not on it).
+            offset = ref * Decimal("0.004") * level
+            bid = ((ref - offset) / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
+            ask = ((ref + offset) / tick).to_integral_value(rounding=ROUND_CEILING) * tick
             tag = f"mm-{instrument.code}-{level}-{rng.random():.9f}"
-            placed += _quote(mm, instrument, "buy", rng.randint(2, 8), ref - offset, tag + "-b")
-            placed += _quote(mm, instrument, "sell", rng.randint(1, 4), ref + offset, tag + "-s")
+            placed += _quote(mm, instrument, "buy", rng.randint(2, 8), bid, tag + "-b")
+            placed += _quote(mm, instrument, "sell", rng.randint(1, 4), ask, tag + "-s")
     return placed
 
 
