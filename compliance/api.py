@@ -12,7 +12,6 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,7 +25,8 @@ from compliance.selectors import (
     receipt_esg_report,
 )
 from compliance.services import end_use_declaration_submit, export_licence_submit
-from config.errors import NotFound
+from config.api.pagination import StrictLimitOffsetPagination as LimitOffsetPagination
+from config.errors import NotFound, ValidationFailed
 from members.api import require_member
 from members.idempotency import idempotent
 from members.models import User
@@ -51,6 +51,14 @@ def _paginated(request: Request, view: APIView, queryset: Any, output: type[seri
     paginator = LimitOffsetPagination()
     page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(output(page, many=True).data)
+
+
+def _status_filter(request: Request, statuses: list[str]) -> str | None:
+    """The optional ?status filter, refused with 400 when it names no status (empty means "not given")."""
+    status = request.query_params.get("status") or None
+    if status is not None and status not in statuses:
+        raise ValidationFailed(f"status must be one of {', '.join(statuses)}.", code="invalid_input", field="status")
+    return status
 
 
 def _filters(statuses: list[str]) -> list[OpenApiParameter]:
@@ -100,7 +108,8 @@ class EndUseDeclarationListCreateView(APIView):
     @extend_schema(parameters=_filters(DeclarationStatus.values), responses={200: EndUseDeclarationPage},
                    operation_id="compliance_end_use_declarations_list")
     def get(self, request: Request) -> Response:
-        declarations = end_use_declarations_of(require_member(request), status=request.query_params.get("status"),
+        declarations = end_use_declarations_of(require_member(request),
+                                               status=_status_filter(request, DeclarationStatus.values),
                                                metal=request.query_params.get("metal"))
         return _paginated(request, self, declarations, EndUseDeclarationOutputSerializer)
 
@@ -144,7 +153,7 @@ class ExportLicenceListCreateView(APIView):
     @extend_schema(parameters=_filters(LicenceStatus.values), responses={200: ExportLicencePage},
                    operation_id="compliance_export_licences_list")
     def get(self, request: Request) -> Response:
-        licences = export_licences_of(require_member(request), status=request.query_params.get("status"),
+        licences = export_licences_of(require_member(request), status=_status_filter(request, LicenceStatus.values),
                                       metal=request.query_params.get("metal"))
         return _paginated(request, self, licences, ExportLicenceOutputSerializer)
 

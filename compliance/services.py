@@ -96,7 +96,8 @@ def kg_amount(value: Decimal | str | int, *, field: str = "quantity_kg") -> Deci
 
 def country_code(value: str, *, field: str = "destination_country") -> str:
     code = (value or "").strip().upper()
-    if not countries.alpha2(code):
+    # countries.alpha2 also accepts numeric and alpha-3 codes ("10" is Antarctica): insist on alpha-2 itself.
+    if len(code) != 2 or not code.isalpha() or countries.alpha2(code) != code:
         raise ValidationFailed(f"{value!r} is not an ISO 3166 alpha-2 country code.", code="invalid_country",
                                field=field)
     return code
@@ -163,7 +164,7 @@ def screening_list_load(*, source: str | Path | IO[str] | IO[bytes], loaded_by: 
                 from compliance.tasks import members_screen_all
 
                 list_id = loaded.pk
-                transaction.on_commit(lambda: members_screen_all.delay(list_id))
+                transaction.on_commit(lambda: members_screen_all.delay(list_id), robust=True)
     except IntegrityError:
         # Only the first-ever load can race (there is no active row to lock yet): one wins.
         raise Conflict("Another screening list load is in progress; retry.", code="screening_load_in_progress") from None
@@ -695,7 +696,7 @@ def _esg_store(rows: list[_EsgRow]) -> list[tuple[int, int]]:
         return _staged_insert(
             EsgEvaluation, columns, ((r.receipt_id, r.rule_pack_id, r.outcome, r.label, r.rules, r.cbam, r.facts,
                                       r.result_hash, r.evaluated_at) for r in rows),
-            f"ON CONFLICT (receipt_id, rule_pack_id) DO UPDATE SET {updates} "
+            f"ON CONFLICT (receipt_id, rule_pack_id) DO UPDATE SET {updates} "  # nosec B608 - names from model meta
             f"WHERE {table}.result_hash IS DISTINCT FROM EXCLUDED.result_hash RETURNING receipt_id, rule_pack_id")
     EsgEvaluation.objects.bulk_create(
         [EsgEvaluation(receipt_id=r.receipt_id, rule_pack_id=r.rule_pack_id, outcome=r.outcome, label=r.label,
@@ -721,7 +722,7 @@ def _staged_insert(model: type[Any], columns: Sequence[str], rows: Iterable[tupl
         with cursor.copy(f"COPY esg_stage ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM esg_stage {tail}")  # noqa: S608
+        cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM esg_stage {tail}")  # noqa: S608  # nosec B608 - table/column names from model meta, values via COPY
         returned = [tuple(row) for row in cursor.fetchall()] if "RETURNING" in tail else []
         cursor.execute("DROP TABLE esg_stage")
     return returned

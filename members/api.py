@@ -7,8 +7,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from config.errors import NotAllowed
@@ -26,9 +28,21 @@ def require_member(request: Request) -> Member:
 
 
 class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the user's API token."""
+    """Exchange a username and password for the user's API token. Throttled per client address, and a
+    user locked out by repeated failures (django-axes) is told so with 429 rather than a generic 400."""
 
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        from axes.handlers.proxy import AxesProxyHandler
+
+        username = request.data.get("username") if isinstance(request.data, dict) else None
+        if isinstance(username, str) and AxesProxyHandler.is_locked(request._request,
+                                                                    credentials={"username": username}):
+            raise Throttled(detail="Too many failed sign-ins: this account is locked for a while.",
+                            code="locked_out")
+        return super().post(request, *args, **kwargs)
 
 
 class MeView(APIView):

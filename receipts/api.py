@@ -18,13 +18,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api.pagination import StrictLimitOffsetPagination as LimitOffsetPagination
 from config.errors import NotAllowed, NotFound, ValidationFailed
 from members.api import require_member
 from members.idempotency import idempotent

@@ -953,7 +953,7 @@ class _Verifier:
         expected = (
             [f"{b.get('type')}:{b.get('hash')}" for b in bound if isinstance(b, dict)] if isinstance(bound, list) else []
         )
-        ok = isinstance(bound, list) and len(expected) == len(bound) and sorted(present) == sorted(expected)
+        ok = isinstance(bound, list) and len(expected) == len(bound) and present == expected  # order is bound too
         self.add(
             "binding: attestations",
             ok,

@@ -8,6 +8,7 @@ Functions that take row locks say so; callers in trading lock the instrument fir
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -208,6 +209,10 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
         raise ValidationFailed(f"The {kind} document is invalid: {problems[0]}", code="invalid_attestation",
                                details={"problems": problems}, field="document")
     if not attestation_lot_matches(kind, document, lot.reference):
+        if submitted_by.pk != lot.warehouse.operator_id:
+            # A signer proves it knows the lot by naming it; to one that does not, the lot is not there
+            # (lot ids must not enumerate other members' lot references).
+            raise NotFound("No such lot.")
         raise ValidationFailed(f"The document is not about lot {lot.reference}.", code="attestation_lot_mismatch",
                                field="document")
     if not isinstance(signature, dict) or signature.get("alg") != "EdDSA" or not isinstance(signature.get("kid"), str) \
@@ -807,6 +812,12 @@ def stock_statement_reconcile(*, statement_id: int) -> list[StockGap]:
 
 
 def _enqueue_reconcile(statement_id: int) -> None:
+    """Best effort: the statement has committed; if the broker is down, the pending-work sweep re-publishes
+    every statement still unreconciled (the database is the source of truth)."""
     from receipts.tasks import stock_statement_reconcile_task  # tasks import services; break the cycle here
 
-    stock_statement_reconcile_task.delay(statement_id)
+    try:
+        stock_statement_reconcile_task.delay(statement_id)
+    except Exception:  # noqa: BLE001 - a broker outage must not turn an accepted statement into an error
+        logging.getLogger(__name__).warning("reconciliation of statement %s not enqueued; the sweep will",
+                                            statement_id, exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -86,11 +87,13 @@ def start_worker(db_name: str, *, concurrency: int = 1, extra_env: dict[str, str
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}", "REDIS_URL": _redis_url(),
            **(extra_env or {})}
+    # Ping this worker by name: any other worker on the broker (another run's) must not count as ready.
+    node = f"test-{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
     log = open(ROOT / "var" / f"test-worker-{os.getpid()}.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--pool", "prefork",
          "--concurrency", str(concurrency), "-Q", queues, "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+         "--without-heartbeat", "-n", node],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     from config.celery import app
@@ -99,7 +102,7 @@ def start_worker(db_name: str, *, concurrency: int = 1, extra_env: dict[str, str
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"Celery worker exited with {proc.returncode}; see var/test-worker-*.log")
-        replies = app.control.ping(timeout=0.5)
+        replies = app.control.ping(destination=[node], timeout=0.5)
         if replies:
             return proc
     proc.kill()

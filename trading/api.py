@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import ValidationFailed
 from members.api import require_member
 from members.idempotency import idempotent
 from receipts.models import Receipt
@@ -78,13 +79,14 @@ class DepthView(APIView):
         asks = serializers.ListField(child=serializers.DictField())
 
     @extend_schema(responses={200: OutputSerializer}, operation_id="instruments_depth",
-                   parameters=[OpenApiParameter("levels", int, required=False)])
+                   parameters=[OpenApiParameter("levels", int, required=False, description="1 to 50 (default 10)")])
     def get(self, request: Request, code: str) -> Response:
         instrument = get_object_or_404(Instrument, code=code)
-        try:
-            levels = max(1, min(50, int(request.query_params.get("levels", 10))))
-        except ValueError:
-            levels = 10
+        raw = request.query_params.get("levels") or "10"
+        if not raw.isdigit() or not 1 <= int(raw) <= 50:
+            raise ValidationFailed("levels must be a whole number from 1 to 50.", code="invalid_input",
+                                   field="levels")
+        levels = int(raw)
         return Response(selectors.depth(instrument, levels))
 
 

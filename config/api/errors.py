@@ -79,6 +79,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None) or str(exc.default_code)
+    raised_code = getattr(exc.detail, "code", None)
+    if isinstance(raised_code, str) and raised_code != exc.default_code:
+        code = raised_code  # a view raised it with a more precise code (e.g. throttled -> locked_out)
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body(code, _flatten_message(exc.detail), {"fields": exc.detail})
     else:

@@ -197,10 +197,14 @@ def test_unregistered_and_revoked_keys(world, wh, lab, bare_lot) -> None:
     assert _counts() == before
 
 
-def test_document_about_another_lot(world, lab, bare_lot, nothing_stored) -> None:
+def test_document_about_another_lot(world, lab, wh, bare_lot, nothing_stored) -> None:
     document = assay_document(bare_lot, world.lab)
     document["lot"] = "ELSEWHERE/1"
-    refused(_post_assay(lab, bare_lot, document, world.lab_signer.sign(document)), 400, "attestation_lot_mismatch")
+    # The operator learns why; a signer that does not name the lot is told nothing about it (not even its ref).
+    refused(_post_assay(wh, bare_lot, document, world.lab_signer.sign(document)), 400, "attestation_lot_mismatch")
+    response = _post_assay(lab, bare_lot, document, world.lab_signer.sign(document))
+    refused(response, 404, "not_found")
+    assert bare_lot.reference not in response.content.decode()
 
 
 # --- grading and issuing -------------------------------------------------------------------------------
