@@ -143,6 +143,13 @@ def _reset_broker_pools() -> None:
             pool.force_close_all()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    # kombu keeps a process-wide registry of producer pools keyed by connection; one of them still points at
+    # the pool just closed, and a later .delay() (another test, back on the shared broker) would acquire
+    # from it: "Acquire on closed pool". Empty the registry too.
+    from kombu import pools
+
+    with suppress(Exception):
+        pools.reset()
 
 
 @contextmanager
