@@ -182,8 +182,10 @@ def run_retries(capsys: pytest.CaptureFixture[str], retries: int, variant: str) 
     seed = seed_from_env()
     with capsys.disabled():
         print(f"\n[{RETRIES}, {retries}] seed {seed} (INGOT_PROOF_SEED={seed} to replay)")
-    world = build_market_world(traders=3, lot_masses=("300.000", "300.000"), licence_cap="60.000",
-                               funding="500000.00")
+    # Lots and licences sized so most creations succeed and some, late, are refused (a refused key is not
+    # consumed: its retry runs again).
+    world = build_market_world(traders=3, lot_masses=("1500.000", "1500.000"), licence_cap="250.000",
+                               funding="5000000.00")
     run = RetryRun(world, random.Random(seed))
     with proof_scenario(RETRIES, variant=variant) as out:
         try:
