@@ -10,5 +10,5 @@ urlpatterns = [
     path("compliance/export-licences", api.ExportLicenceListCreateView.as_view(), name="compliance-export-licences"),
     path("compliance/export-licences/<int:pk>", api.ExportLicenceDetailView.as_view(),
          name="compliance-export-licence"),
-    path("compliance/receipts/<str:number>/esg", api.ReceiptEsgView.as_view(), name="compliance-receipt-esg"),
+    path("compliance/receipts/<receipt:number>/esg", api.ReceiptEsgView.as_view(), name="compliance-receipt-esg"),
 ]

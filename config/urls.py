@@ -1,9 +1,13 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.health import HealthView
 from receipts.api import JwksView
+from receipts.converters import ReceiptNumberConverter
+
+# Before the app URLconfs below are imported: they route <receipt:number>.
+register_converter(ReceiptNumberConverter, "receipt")
 
 api_v1 = [
     path("", include("members.urls")),

@@ -16,10 +16,10 @@ urlpatterns = [
     path("lots/<int:pk>/grade", api.LotGradeView.as_view(), name="lot-grade"),
     path("lots/<int:pk>/receipts", api.ReceiptIssueView.as_view(), name="lot-receipts"),
     path("receipts", api.ReceiptListView.as_view(), name="receipts"),
-    # Before receipts/<number>: "verify" is not a receipt number.
+    # <receipt:number> only matches receipt numbers (receipts/converters.py), so "verify" is never one.
     path("receipts/verify", api.BundleVerifyView.as_view(), name="receipts-verify"),
-    path("receipts/<str:number>", api.ReceiptDetailView.as_view(), name="receipt-detail"),
-    path("receipts/<str:number>/bundle", api.ReceiptBundleView.as_view(), name="receipt-bundle"),
-    path("receipts/<str:number>/withdrawal/complete", api.WithdrawalCompleteView.as_view(),
+    path("receipts/<receipt:number>", api.ReceiptDetailView.as_view(), name="receipt-detail"),
+    path("receipts/<receipt:number>/bundle", api.ReceiptBundleView.as_view(), name="receipt-bundle"),
+    path("receipts/<receipt:number>/withdrawal/complete", api.WithdrawalCompleteView.as_view(),
          name="receipt-withdrawal-complete"),
 ]

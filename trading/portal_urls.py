@@ -18,8 +18,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("markets/<str:code>/my-orders/", views.instrument_my_orders, name="instrument-my-orders"),
     path("markets/<str:code>/orders/", views.order_place_view, name="order-place"),
     path("orders/<int:pk>/cancel/", views.order_cancel_view, name="order-cancel"),
-    path("receipts/<str:number>/", views.receipt_page, name="receipt"),
-    path("receipts/<str:number>/bundle.json", views.receipt_bundle_download, name="receipt-bundle"),
-    path("receipts/<str:number>/withdrawal/", views.receipt_withdrawal, name="receipt-withdrawal"),
+    path("receipts/<receipt:number>/", views.receipt_page, name="receipt"),
+    path("receipts/<receipt:number>/bundle.json", views.receipt_bundle_download, name="receipt-bundle"),
+    path("receipts/<receipt:number>/withdrawal/", views.receipt_withdrawal, name="receipt-withdrawal"),
     path("index/", views.index_page, name="index"),
 ]

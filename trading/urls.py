@@ -13,7 +13,7 @@ urlpatterns = [
     path("trades/mine", api.MyTradesView.as_view(), name="my-trades"),
     path("balances", api.BalancesView.as_view(), name="balances"),
     path("holdings", api.HoldingsView.as_view(), name="holdings"),
-    path("holdings/<str:number>/withdrawal", api.WithdrawalRequestView.as_view(), name="withdrawal-request"),
+    path("holdings/<receipt:number>/withdrawal", api.WithdrawalRequestView.as_view(), name="withdrawal-request"),
     # Pricing (trading/pricing_api.py): factors, reference prices, candles, the spot index.
     path("factors/observations", pricing_api.FactorObservationCreateView.as_view(), name="factor-observation-create"),
     path("factors/<str:factor>/observations", pricing_api.FactorObservationListView.as_view(),

@@ -98,13 +98,7 @@ class KnownBug:
 # Each entry is one bug with a precise reproducer (test_known_bugs.py, xfail strict). When the owner fixes
 # it, the reproducer passes, strict xfail turns that into a failure, and whoever flips it removes the entry.
 KNOWN_BUGS: tuple[KnownBug, ...] = (
-    # BUG-1, 2, 3, 4, 11 are fixed; their reproducers in test_known_bugs.py are regression tests now.
-    # receipts/urls.py routes receipts/verify (POST only) before receipts/<str:number>, so the documented
-    # GET /api/v1/receipts/{number} with number "verify" answers 405, a status it does not document.
-    KnownBug("BUG-12 GET /api/v1/receipts/verify (number 'verify') is an undocumented 405",
-             frozenset({"status_code_conformance", "positive_data_acceptance", "unsupported_method",
-                        "allow_header_conformance"}),
-             r"receipts/\{number\}.*/api/v1/receipts/verify(?![\w/-])"),
+    # BUG-1, 2, 3, 4, 11, 12 are fixed; their reproducers in test_known_bugs.py are regression tests now.
 )
 
 

@@ -102,7 +102,7 @@ Body = Callable[[Ctx, str, str], Any]
 @dataclass
 class Row:
     method: str
-    route: str  # the resolver's route, e.g. "api/v1/receipts/<str:number>"
+    route: str  # the resolver's route, e.g. "api/v1/receipts/<receipt:number>"
     expect: dict[str, int]  # role -> status on the role's own object (or for a request without one)
     path: Path | None = None  # None: the route itself
     body: Body | None = None
@@ -250,14 +250,14 @@ API_ROWS: list[Row] = [
         body=lambda c, r, t: {"holder": c.member("trader", t).legal_id, "quantity_kg": "10.000"}),
     Row("GET", "api/v1/receipts", members_only(200)),
     # Holder and operator see a receipt; nobody else.
-    Row("GET", "api/v1/receipts/<str:number>", members_only(200, assay_lab=404), other=True,
+    Row("GET", "api/v1/receipts/<receipt:number>", members_only(200, assay_lab=404), other=True,
         path=lambda c, r, t: f"api/v1/receipts/{c.receipt(r, t)}"),
-    Row("GET", "api/v1/receipts/<str:number>/bundle", members_only(200, assay_lab=404), other=True,
+    Row("GET", "api/v1/receipts/<receipt:number>/bundle", members_only(200, assay_lab=404), other=True,
         path=lambda c, r, t: f"api/v1/receipts/{c.receipt(r, t)}/bundle"),
-    Row("GET", "api/v1/compliance/receipts/<str:number>/esg", members_only(200, assay_lab=404), other=True,
+    Row("GET", "api/v1/compliance/receipts/<receipt:number>/esg", members_only(200, assay_lab=404), other=True,
         path=lambda c, r, t: f"api/v1/compliance/receipts/{c.receipt(r, t)}/esg"),
     # The holder sees the receipt but only its warehouse completes a withdrawal: 403 for the holder.
-    Row("POST", "api/v1/receipts/<str:number>/withdrawal/complete",
+    Row("POST", "api/v1/receipts/<receipt:number>/withdrawal/complete",
         members_only(404, warehouse=200, trader=403), other=True,
         path=lambda c, r, t: f"api/v1/receipts/{c.receipt(r, t, ReceiptStatus.WITHDRAWAL_REQUESTED)}"
                              "/withdrawal/complete"),
@@ -273,7 +273,7 @@ API_ROWS: list[Row] = [
     Row("GET", "api/v1/balances", members_only(200)),
     Row("GET", "api/v1/holdings", members_only(200)),
     # Only the holder asks to withdraw; a warehouse does not hold the receipts it stores.
-    Row("POST", "api/v1/holdings/<str:number>/withdrawal", members_only(404, trader=201), other=True,
+    Row("POST", "api/v1/holdings/<receipt:number>/withdrawal", members_only(404, trader=201), other=True,
         path=lambda c, r, t: f"api/v1/holdings/{c.receipt(r, t)}/withdrawal",
         body=lambda c, r, t: {"destination_country": "CN"}),
     Row("GET", "api/v1/compliance/end-use-declarations", members_only(200)),
@@ -310,11 +310,11 @@ PORTAL_ROWS: list[Row] = [
         portal=True,
         headers=HTMX, path=lambda c, r, t: f"orders/{c.order(r, t)}/cancel/",
         body=lambda c, r, t: {"region": "dashboard"}),
-    Row("GET", "receipts/<str:number>/", portal_member_page(200, assay_lab=404), other=True, portal=True,
+    Row("GET", "receipts/<receipt:number>/", portal_member_page(200, assay_lab=404), other=True, portal=True,
         path=lambda c, r, t: f"receipts/{c.receipt(r, t)}/"),
-    Row("GET", "receipts/<str:number>/bundle.json", portal_member_page(200, assay_lab=404), other=True,
+    Row("GET", "receipts/<receipt:number>/bundle.json", portal_member_page(200, assay_lab=404), other=True,
         portal=True, path=lambda c, r, t: f"receipts/{c.receipt(r, t)}/bundle.json"),
-    Row("POST", "receipts/<str:number>/withdrawal/", portal_member_page(404, trader=302), other=True,
+    Row("POST", "receipts/<receipt:number>/withdrawal/", portal_member_page(404, trader=302), other=True,
         portal=True, path=lambda c, r, t: f"receipts/{c.receipt(r, t)}/withdrawal/",
         body=lambda c, r, t: {"destination_country": "CN"}),
     Row("GET", "index/", public(200), portal=True),

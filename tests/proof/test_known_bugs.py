@@ -8,6 +8,7 @@ KNOWN_ACCEPTED), so the fuzzer and the tampering campaign hold the line from the
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from django.test import Client
@@ -81,12 +82,23 @@ def test_bug11_a_huge_page_limit_is_not_a_500(world: ApiWorld) -> None:
     assert response.status_code in (200, 400), response.status_code
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-12 receipts/urls.py: receipts/verify shadows receipts/<str:number>")
-def test_bug12_receipt_detail_for_number_verify_is_a_documented_status(world: ApiWorld) -> None:
-    """The schema documents GET /api/v1/receipts/{number} with any string; for "verify" the POST-only verify
-    view answers 405. Constrain {number} (a path converter and a schema pattern) or move the verifier."""
-    response = api(world, "trader_A").get("/api/v1/receipts/verify")
-    assert response.status_code in (400, 404), response.status_code
+def test_bug12_verify_is_not_a_receipt_number(world: ApiWorld) -> None:
+    """Fixed: {number} is the `receipt` path converter (receipts/converters.py), published as the parameter's
+    pattern, so "verify" is not a receipt number: GET receipts/verify is the POST-only verifier's 405 with
+    `Allow`, a well-formed unknown number is 404, anything else no route (JSON 404)."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    [number] = [p for p in schema["paths"]["/api/v1/receipts/{number}"]["get"]["parameters"]
+                if p["name"] == "number"]
+    assert re.fullmatch(number["schema"]["pattern"].strip("^$"), "WR-GA-2026-000123")
+    assert not re.fullmatch(number["schema"]["pattern"].strip("^$"), "verify")
+    client = api(world, "trader_A")
+    response = client.get("/api/v1/receipts/verify")
+    assert response.status_code == 405 and "POST" in response["Allow"], response.status_code
+    for path in ("/api/v1/receipts/WR-GA-1999-999999", "/api/v1/receipts/not-a-number"):
+        response = client.get(path)
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), path
 
 
 def test_bug5_reordered_attestations_are_rejected() -> None:
