@@ -55,7 +55,7 @@ from receipts.models import (
     Warehouse,
 )
 from receipts.platform_keys import platform_signer
-from receipts.signals import proof_changed_on_commit
+from receipts.signals import proof_changed_on_commit, receipt_freezing
 from receipts.signing import verify_bytes
 from receipts.units import format_kg
 
@@ -593,10 +593,26 @@ def _change(receipt: Receipt, kind: str, data: dict[str, Any]) -> Receipt:
 
 
 def receipt_freeze(*, receipt: Receipt, reason: str) -> Receipt:
-    """A compliance hold: nothing moves until unfrozen. Takes the row lock."""
+    """A compliance hold: nothing moves until unfrozen. A receipt that backs a sell order first has the order
+    pulled (`receipt_freezing`: trading cancels it and its receipts are released), so it is frozen as an
+    active receipt and no buyer ever meets an ask that cannot deliver. Takes the order's locks through the
+    receiver, then the receipt's row lock."""
     if not reason.strip():
         raise ValidationFailed("Freezing needs a reason.", code="reason_required", field="reason")
-    return _change(receipt, chain.FROZEN, {"reason": reason.strip()})
+    with transaction.atomic():
+        current = Receipt.objects.filter(pk=receipt.pk).values_list("status", "encumbrance_ref").first()
+        if current is not None and current[0] == ReceiptStatus.ENCUMBERED:
+            receipt_freezing.send(sender=Receipt, receipt_id=receipt.pk, order_ref=current[1],
+                                  reason=reason.strip())
+        locked = receipts_for_update([receipt.pk]).get()
+        if locked.status == ReceiptStatus.ENCUMBERED:
+            # Encumbered again between the cancel and the lock (a new order took it), or nobody pulled it.
+            raise Conflict(f"Receipt {locked.number} backs order {locked.encumbrance_ref}; it cannot be frozen "
+                           "until that order is cancelled. Try again.", code="receipt_backs_order",
+                           details={"order": locked.encumbrance_ref})
+        _append(locked, chain.FROZEN, {"reason": reason.strip()}, _Signer.now())
+        locked.save(update_fields=_RECEIPT_FIELDS)
+    return locked
 
 
 def receipt_unfreeze(*, receipt: Receipt, reason: str) -> Receipt:
@@ -617,12 +633,19 @@ def receipt_pledge(*, receipt: Receipt, by: Member, lender: Member, loan: str) -
 def receipt_unpledge(*, receipt: Receipt, lender: Member, loan: str) -> Receipt:
     with transaction.atomic():
         locked = receipts_for_update([receipt.pk]).get()
-        if locked.encumbrance_ref != f"loan:{loan}":
-            raise Conflict("The receipt is not pledged under that loan.", code="not_pledged")
+        if locked.encumbrance_ref != f"loan:{loan}" or _pledged_to(locked) != member_ref(lender):
+            raise Conflict("The receipt is not pledged to that lender under that loan.", code="not_pledged")
         _append(locked, chain.UNPLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
         locked.encumbrance_ref = ""
         locked.save(update_fields=_RECEIPT_FIELDS)
     return locked
+
+
+def _pledged_to(receipt: Receipt) -> str | None:
+    """The lender the receipt's chain says it is pledged to (its last `pledged` event)."""
+    data = (ReceiptEvent.objects.filter(receipt=receipt, kind=chain.PLEDGED).order_by("-seq")
+            .values_list("event__data__lender", flat=True).first())
+    return data if isinstance(data, str) else None
 
 
 def receipt_withdrawal_request(*, receipt: Receipt, by: Member, withdrawal_ref: str) -> Receipt:

@@ -19,3 +19,10 @@ def proof_changed_on_commit(receipt_ids: Iterable[int]) -> None:
     ids = sorted(set(receipt_ids))
     if ids:
         transaction.on_commit(lambda: receipt_proof_changed.send(sender=None, receipt_ids=ids), robust=True)
+
+
+# Sent inside the freezing transaction, before the receipt's row lock is taken, when the receipt backs a
+# sell order (`order_ref`, "O42"), with `receipt_id` and `reason`. The trading app cancels that order, which
+# releases its receipts, so the book never shows an ask that cannot deliver; receipts never imports trading.
+# Receivers take their own locks (the order's instrument first) and raise to refuse the freeze.
+receipt_freezing = Signal()

@@ -51,7 +51,7 @@ class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = ["id", "client_order_id", "instrument", "side", "order_type", "tif", "price", "quantity_kg",
-                  "filled_kg", "remaining_kg", "status", "held_amount", "created_at", "closed_at"]
+                  "filled_kg", "remaining_kg", "status", "held_amount", "created_at", "closed_at", "cancel_reason"]
 
 
 class InstrumentListView(APIView):

@@ -94,6 +94,9 @@ class Order(models.Model):
     book_seq = models.PositiveBigIntegerField(help_text="Position in the instrument's command log (time priority).")
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=200, blank=True,
+                                     help_text="Why the venue cancelled it (self-trade prevention, a compliance "
+                                               "hold on a receipt behind it); empty when the member did.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -191,8 +191,12 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     instrument = instrument_for_update(instrument_id).select_related("grade__metal").get()
     existing = Order.objects.filter(member=member, client_order_id=client_order_id).first()
     if existing is not None:
+        # A replay is the same order: a market order's protective price is the band edge of the day, so it
+        # is compared as "no limit".
         same = (existing.instrument_id == instrument.pk and existing.side == ticket.side
-                and existing.quantity_kg == ticket.quantity_kg and existing.order_type == ticket.order_type)
+                and existing.quantity_kg == ticket.quantity_kg and existing.order_type == ticket.order_type
+                and existing.tif == ticket.tif
+                and existing.price == (ticket.price if ticket.order_type == OrderType.LIMIT else None))
         if not same:
             raise Unprocessable("client_order_id was already used for a different order.",
                                 code="client_order_id_reused")
@@ -293,6 +297,7 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
     for cancelled_id in execution.cancelled:  # resting orders of the same owner, removed by self-trade prevention
         order = orders[cancelled_id]
         order.status = OrderStatus.CANCELLED
+        order.cancel_reason = "self-trade prevention"
         touched.add(order.pk)
         result.cancelled_order_ids.append(cancelled_id)
 
@@ -304,7 +309,7 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
         if order.status in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
             _release(order, account_of(order.member) if order.side == Side.BUY else None)
             order.closed_at = now
-        order.save(update_fields=["filled_kg", "status", "held_amount", "closed_at"])
+        order.save(update_fields=["filled_kg", "status", "held_amount", "closed_at", "cancel_reason"])
 
 
 def _release(order: Order, account: Any) -> None:
@@ -323,25 +328,47 @@ def order_cancel(*, member: Member, order_id: int) -> Order:
     order = Order.objects.filter(pk=order_id, member=member).first()
     if order is None:
         raise NotFound("No such order.")
+    cancelled = _cancel(order, reason="")
+    if cancelled is None:
+        status = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
+        raise Conflict(f"The order is {status}; there is nothing to cancel.", code="order_not_live")
+    return cancelled
+
+
+def order_cancel_for_hold(*, order_ref: str, reason: str) -> Order | None:
+    """The venue pulls a sell order because a receipt behind it is being frozen (receipts' `receipt_freezing`).
+    Releases everything the order holds. Nothing to do for an order that is no longer live. Takes the
+    instrument's row lock, then the receipts'."""
+    if not order_ref.startswith("O") or not order_ref[1:].isdigit():
+        return None  # a loan or a withdrawal, not an order
+    order = Order.objects.filter(pk=int(order_ref[1:])).first()
+    if order is None:
+        return None
+    return _cancel(order, reason=f"compliance hold on a receipt behind it: {reason}"[:200])
+
+
+def _cancel(order: Order, *, reason: str) -> Order | None:
+    """Take the order off the book and release what it holds; None if it is not live."""
     try:
         with transaction.atomic():
             instrument = instrument_for_update(order.instrument_id).get()
             order = Order.objects.select_related("member").get(pk=order.pk)
             if order.status not in LIVE_ORDER_STATUSES:
-                raise Conflict(f"The order is {order.status}; there is nothing to cancel.", code="order_not_live")
+                return None
             cached = book_cache.book_for(instrument)
             seq = instrument.book_seq + 1
             book_cache.mark_tentative(instrument.pk, cached)
             cached.book.cancel(order.pk)
             cached.seq = seq
-            BookCommand.objects.create(instrument=instrument, seq=seq, kind="cancel", order=order, owner=member.pk,
-                                       side=order.side)
+            BookCommand.objects.create(instrument=instrument, seq=seq, kind="cancel", order=order,
+                                       owner=order.member_id, side=order.side)
             instrument.book_seq = seq
             instrument.save(update_fields=["book_seq"])
             order.status = OrderStatus.CANCELLED
             order.closed_at = timezone.now()
-            _release(order, member_account(member, instrument.currency) if order.side == Side.BUY else None)
-            order.save(update_fields=["status", "closed_at", "held_amount"])
+            order.cancel_reason = reason
+            _release(order, member_account(order.member, instrument.currency) if order.side == Side.BUY else None)
+            order.save(update_fields=["status", "closed_at", "held_amount", "cancel_reason"])
             return order
     except BaseException:
         book_cache.drop(order.instrument_id)

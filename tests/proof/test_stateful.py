@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -65,12 +64,6 @@ from trading import book_cache
 from trading.ledger import cash_deposit
 from trading.models import Trade
 from trading.services import order_cancel, order_place
-
-# Freezing a receipt that backs a live sell order is left out of the random programs until the bugs in
-# test_freezing_an_encumbered_receipt_then_cancelling_its_order_leaves_it_encumbered and
-# test_a_frozen_ask_does_not_refuse_the_buyers_that_reach_it are fixed (INGOT_FREEZE_ENCUMBERED=1 turns it
-# on: the machine then finds them); turn it on for good then, with MarketModel taught the semantics chosen.
-FREEZE_ENCUMBERED = os.environ.get("INGOT_FREEZE_ENCUMBERED") == "1"  # model: the freeze keeps the reservation
 
 # Buyers bid 578–585 and sellers ask 575–582 (half-dollar ticks): most orders meet someone, some rest.
 STEPS = st.integers(0, 14)
@@ -387,8 +380,7 @@ class IngotMachine(RuleBasedStateMachine):
     @rule(pick=PICK, scope=st.sampled_from(["active", "any"]))
     @counted
     def freeze(self, pick: int, scope: str) -> str | None:
-        exclude = frozenset() if FREEZE_ENCUMBERED else frozenset({ReceiptStatus.ENCUMBERED})
-        receipt = self.pick_receipt(pick, scope, exclude=exclude)
+        receipt = self.pick_receipt(pick, scope)
         if receipt is None:
             return "nothing"
         status, number, quantity = receipt.status, receipt.number, receipt.quantity_kg
@@ -397,6 +389,13 @@ class IngotMachine(RuleBasedStateMachine):
                     f"freeze {number} ({status})")
         if code is None:
             m = self.index[receipt.holder_id]
+            if status == ReceiptStatus.ENCUMBERED:
+                # The freeze pulls the sell order behind the receipt (all its receipts are released), then
+                # freezes the receipt as an active one.
+                pulled = self.model.orders[int(receipt.encumbrance_ref.removeprefix("O"))]
+                self.model.close(pulled, "cancelled")
+                IngotMachine.stats["freeze_pulled_order"] += 1
+                status = ReceiptStatus.ACTIVE
             if status == ReceiptStatus.ACTIVE:
                 self.model.free_kg[m] -= quantity
             elif status == ReceiptStatus.PLEDGED:
@@ -578,7 +577,7 @@ def test_stateful_market_keeps_every_invariant_proof(capsys: pytest.CaptureFixtu
     run_stateful(capsys, examples=2000, steps=50, variant="proof")
 
 
-# --- bugs the model found: minimal reproductions, xfail until fixed --------------------------------------
+# --- bugs the model found: minimal reproductions, regression tests since fixed --------------------------------------
 
 def _resting_sell(quantity: str = "10.000") -> tuple[Any, Any, Receipt, Any]:
     from tests.factories.receipts import ReceiptWorld
@@ -594,23 +593,28 @@ def _resting_sell(quantity: str = "10.000") -> tuple[Any, Any, Receipt, Any]:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="receipts_release (receipts/services.py) only releases ENCUMBERED receipts: "
-                   "a receipt frozen while it backs a sell order stays reserved for the cancelled order and, once "
-                   "unfrozen, is encumbered by a dead order for good (DESIGN.md §6 invariant 5)")
-def test_freezing_an_encumbered_receipt_then_cancelling_its_order_leaves_it_encumbered() -> None:
+def test_freezing_a_receipt_behind_a_sell_order_pulls_the_order_and_releases_the_receipt() -> None:
+    """Was: the receipt stayed reserved for the cancelled order and, once unfrozen, encumbered by a dead order
+    for good (DESIGN.md §6 invariant 5). The freeze now cancels the order first."""
+    from trading.models import Order, OrderStatus
+
     _, seller, receipt, order = _resting_sell()
     receipt_freeze(receipt=receipt, reason="compliance hold")
-    order_cancel(member=seller, order_id=order.pk)
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CANCELLED and "compliance hold" in order.cancel_reason
+    receipt.refresh_from_db()
+    assert (receipt.status, receipt.frozen_from, receipt.encumbrance_ref) == (ReceiptStatus.FROZEN, "active", "")
+    with pytest.raises(ApplicationError):
+        order_cancel(member=seller, order_id=order.pk)  # nothing left to cancel
     receipt_unfreeze(receipt=Receipt.objects.get(pk=receipt.pk), reason="cleared")
     receipt.refresh_from_db()
     assert (receipt.status, receipt.encumbrance_ref) == (ReceiptStatus.ACTIVE, "")
+    assert not Order.objects.filter(status__in=["open", "partially_filled"]).exists()
     assert_value_invariants()
+    ChainAuditor().check()
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="receipts_deliver finds no ENCUMBERED receipt behind a frozen ask and raises "
-                   "insufficient_receipts, which rolls back the BUYER's order: every buy that reaches a frozen ask "
-                   "is refused, whatever else the book offers")
 def test_a_frozen_ask_does_not_refuse_the_buyers_that_reach_it() -> None:
     from tests.factories.receipts import ReceiptWorld
     from tests.factories.trading import funded_member, seller_with
@@ -628,9 +632,6 @@ def test_a_frozen_ask_does_not_refuse_the_buyers_that_reach_it() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="trading/services.py _place_locked treats a client_order_id reused with "
-                   "another price (or tif) as a replay: the client is told its new order is placed (200, replayed) "
-                   "while the book holds the old one; it should be 422 client_order_id_reused")
 def test_reusing_a_client_order_id_with_another_price_is_422() -> None:
     from config.errors import Unprocessable
     from tests.factories.trading import funded_member, instrument
@@ -644,19 +645,17 @@ def test_reusing_a_client_order_id_with_another_price_is_422() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason="receipt_unpledge (receipts/services.py) checks the loan but not the lender: "
-                   "it appends an `unpledged` event naming another lender, which the chain verifier rejects "
-                   "(chain.apply_event: 'unpledges a loan the receipt is not pledged to'), so the receipt's own "
-                   "bundle stops verifying")
 def test_unpledging_in_another_lenders_name_is_refused() -> None:
     from tests.factories.members import MemberFactory
     from tests.factories.receipts import ReceiptWorld
 
     holder = MemberFactory()
     receipt = ReceiptWorld().receipt(holder, quantity="10.000")
-    receipt_pledge(receipt=receipt, by=holder, lender=MemberFactory(name="The Lender"), loan="L1")
-    try:
+    lender = MemberFactory(name="The Lender")
+    receipt_pledge(receipt=receipt, by=holder, lender=lender, loan="L1")
+    with pytest.raises(ApplicationError) as refused:
         receipt_unpledge(receipt=receipt, lender=MemberFactory(name="Someone Else"), loan="L1")
-    except ApplicationError:
-        pass
+    assert refused.value.code == "not_pledged"
     ChainAuditor().check()  # the receipt's chain still verifies
+    assert receipt_unpledge(receipt=receipt, lender=lender, loan="L1").status == ReceiptStatus.ACTIVE
+    ChainAuditor().check()
