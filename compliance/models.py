@@ -29,6 +29,10 @@ class ScreeningList(models.Model):
     loaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                                   related_name="+")
     loaded_at = models.DateTimeField(auto_now_add=True)
+    rescreen_due = models.BooleanField(
+        default=False, help_text="Members still need screening against this version. Cleared by "
+                                 "members_screen_all once every member is screened; until then "
+                                 "pending_work_sweep re-publishes the rescreen (a lost queue cannot drop it).")
 
     class Meta:
         ordering = ["-loaded_at", "-pk"]

@@ -154,7 +154,8 @@ def screening_list_load(*, source: str | Path | IO[str] | IO[bytes], loaded_by: 
                 active.active = False
                 active.save(update_fields=["active"])
             loaded = ScreeningList.objects.create(source_name=source_name[:255], content_hash=parsed.content_hash,
-                                                  entry_count=len(parsed), active=True, loaded_by=loaded_by)
+                                                  entry_count=len(parsed), active=True, loaded_by=loaded_by,
+                                                  rescreen_due=rescreen)
             ScreeningEntry.objects.bulk_create(
                 (ScreeningEntry(screening_list=loaded, name=e.name, aliases=list(e.aliases), country=e.country or "",
                                 source=e.source, row=e.row, entry_key=entry_key(e)) for e in parsed.entries),

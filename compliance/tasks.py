@@ -41,6 +41,9 @@ def members_screen_all(screening_list_id: int | None = None) -> int:
     hits = 0
     for member in Member.objects.order_by("pk").iterator(chunk_size=500):
         hits += len(member_screen(member=member))
+    # Done for this version: the sweep stops re-publishing it. (A member who registers meanwhile is screened
+    # at registration.)
+    ScreeningList.objects.filter(pk=active.pk, rescreen_due=True).update(rescreen_due=False)
     return hits
 
 
@@ -114,9 +117,11 @@ def pending_work_sweep(min_age_seconds: int = SWEEP_MIN_AGE_SECONDS) -> dict[str
     - open receipts issued more than `min_age_seconds` ago that lack a result under an active pack version
       -> `esg_evaluate_receipts` in chunks;
     - stock statements received more than `min_age_seconds` ago and still not reconciled
-      -> `receipts.tasks.stock_statement_reconcile_task` each.
+      -> `receipts.tasks.stock_statement_reconcile_task` each;
+    - the active screening list, loaded more than `min_age_seconds` ago, whose members were never all
+      screened against it (`rescreen_due`) -> `members_screen_all`.
 
-    Both tasks are idempotent, so publishing work that is merely slow costs a duplicate run, never a
+    Every one of these tasks is idempotent, so publishing work that is merely slow costs a duplicate run, never a
     duplicate effect.
     """
     from receipts.tasks import stock_statement_reconcile_task
@@ -128,7 +133,12 @@ def pending_work_sweep(min_age_seconds: int = SWEEP_MIN_AGE_SECONDS) -> dict[str
                       .order_by("pk").values_list("pk", flat=True))
     for statement_id in statements:
         stock_statement_reconcile_task.delay(statement_id)
-    if receipt_ids or statements:
-        logger.info("pending-work sweep re-published %d receipt(s) in %d task(s) and %d stock statement(s)",
-                    len(receipt_ids), esg_tasks, len(statements))
-    return {"receipts": len(receipt_ids), "esg_tasks": esg_tasks, "stock_statements": len(statements)}
+    rescreen = ScreeningList.objects.filter(active=True, rescreen_due=True, loaded_at__lt=cutoff) \
+        .values_list("pk", flat=True).first()
+    if rescreen is not None:
+        members_screen_all.delay(rescreen)
+    if receipt_ids or statements or rescreen is not None:
+        logger.info("pending-work sweep re-published %d receipt(s) in %d task(s), %d stock statement(s) and "
+                    "%d rescreen(s)", len(receipt_ids), esg_tasks, len(statements), int(rescreen is not None))
+    return {"receipts": len(receipt_ids), "esg_tasks": esg_tasks, "stock_statements": len(statements),
+            "rescreens": int(rescreen is not None)}

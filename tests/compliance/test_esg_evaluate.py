@@ -302,7 +302,7 @@ def test_the_sweep_republishes_only_old_enough_pending_work(world: EsgWorld, mon
     esg_evaluate(receipt_ids=[done.pk])
     published: list[list[int]] = []
     monkeypatch.setattr(tasks.esg_evaluate_receipts, "delay", lambda ids: published.append(list(ids)))
-    assert tasks.pending_work_sweep() == {"receipts": 0, "esg_tasks": 0, "stock_statements": 0}  # too young
+    assert tasks.pending_work_sweep() == {"receipts": 0, "esg_tasks": 0, "stock_statements": 0, "rescreens": 0}  # too young
     Receipt.objects.filter(pk=pending.pk).update(issued_at=timezone.now() - timedelta(minutes=5))
     assert tasks.pending_work_sweep()["receipts"] == 1
     assert published == [[pending.pk]]

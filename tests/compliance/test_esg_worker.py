@@ -122,14 +122,14 @@ def test_after_the_broker_loses_its_queue_the_sweep_recovers_the_work_exactly_on
         assert StockStatement.objects.get(pk=submitted.pk).reconciled_at is None
 
         assert tasks.pending_work_sweep(min_age_seconds=3600) == {"receipts": 0, "esg_tasks": 0,
-                                                                 "stock_statements": 0}  # too young
+                                                                 "stock_statements": 0, "rescreens": 0}  # too young
         swept = tasks.pending_work_sweep(min_age_seconds=0)
-        assert swept == {"receipts": 2, "esg_tasks": 1, "stock_statements": 1}
+        assert swept == {"receipts": 2, "esg_tasks": 1, "stock_statements": 1, "rescreens": 0}
 
         wait_for(lambda: evaluated(goods, packs) and evaluated(short, packs), timeout=60)
         wait_for(lambda: StockStatement.objects.get(pk=submitted.pk).reconciled_at is not None, timeout=60)
         assert tasks.pending_work_sweep(min_age_seconds=0) == {"receipts": 0, "esg_tasks": 0,
-                                                              "stock_statements": 0}
+                                                              "stock_statements": 0, "rescreens": 0}
         # Exactly once: one result per receipt and active pack version, each inserted once and never rewritten;
         # one gap, for the short lot.
         results, _, events = snapshot([goods, short])

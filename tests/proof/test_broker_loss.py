@@ -14,8 +14,9 @@ measured in seconds; with the shipped schedule the same recovery takes up to ~3 
 
 CI: one broker loss. `make proof` (the `proof` mark): five losses in a row with more work pending each time,
 and three connection drops with the data kept (kombu hands in-flight messages back: each runs twice, stores
-once). Figures go to var/proof (tests/proof/record.py). Two strict xfails record what a broker outage or loss
-still breaks in code owned by others.
+once). Figures go to var/proof (tests/proof/record.py). Two regression tests keep what a broker outage or loss
+once broke: a statement submitted while the broker is down, a members' rescreen lost with the queue (the list
+keeps `rescreen_due` until it ran; the sweep re-publishes it).
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def run_broker_losses(server: PrivateRedis, tmp_path: Path, losses: int, *, stat
     assert evaluation_audit("insert") == EsgEvaluation.objects.count()
     assert evaluation_audit("update") == 0
     assert compliance_tasks.pending_work_sweep(min_age_seconds=0) == {"receipts": 0, "esg_tasks": 0,
-                                                                     "stock_statements": 0}
+                                                                     "stock_statements": 0, "rescreens": 0}
     assert StockGap.objects.count() == 2 * StockStatement.objects.count()
     text = log.text()
     failed = text.count("] raised unexpected")
@@ -298,7 +299,7 @@ def test_proof_a_broker_connection_drop_hands_in_flight_tasks_back_and_they_stil
                         int(n) for n in re.findall(r"Restoring (\d+) unacknowledged", log.text()))})
 
 
-# --- what a broker loss still breaks (code owned by others): strict xfails ------------------------------------------
+# --- what a broker loss once broke: regression tests ------------------------------------------
 
 
 def test_a_statement_submitted_while_the_broker_is_down_is_accepted(private_redis: PrivateRedis) -> None:
@@ -318,12 +319,6 @@ def test_a_statement_submitted_while_the_broker_is_down_is_accepted(private_redi
     assert response.status_code == 201, (response.status_code, response.content[:300])  # 500 today
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "LOST WORK compliance: screening_list_load publishes members_screen_all(list_id) once, on commit; nothing in "
-    "the database records that the members were screened against that list version, and "
-    "compliance.tasks.pending_work_sweep does not re-publish it. A broker that loses its queue drops the rescreen "
-    "until rescreen-members-daily (up to 24 h): a newly listed member stays unflagged for the officer meanwhile "
-    "(title transfers still screen live in can_receive_title; selling does not)."))
 def test_a_rescreen_lost_with_the_broker_is_republished_from_the_database(private_redis: PrivateRedis,
                                                                           tmp_path: Path) -> None:
     listed = MemberFactory(name="Baltic Rare Metals Trading OÜ (demo)", country="EE")
