@@ -202,6 +202,31 @@ def window_end_for(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+# How far back the minutely tick looks for windows a lost queue (or a stopped beat) never priced.
+BACKFILL_WINDOWS = 15
+
+
+def windows_missing(*, instrument_ids: Sequence[int], window_end: datetime,
+                    lookback: int = BACKFILL_WINDOWS) -> dict[datetime, list[int]]:
+    """The closed windows of the last `lookback` minutes before `window_end` that an instrument has no stored
+    reference for, although an earlier window of that range has one (so a new instrument is not priced for
+    minutes before it was), mapped to those instruments."""
+    oldest = window_end - lookback * RECOMPUTE_PERIOD
+    stored: dict[int, set[datetime]] = {}
+    for instrument_id, end in ReferencePrice.objects.filter(
+            instrument_id__in=instrument_ids, window_end__gte=oldest, window_end__lt=window_end) \
+            .values_list("instrument_id", "window_end"):
+        stored.setdefault(instrument_id, set()).add(end)
+    missing: dict[datetime, list[int]] = {}
+    for instrument_id, ends in sorted(stored.items()):
+        moment = min(ends) + RECOMPUTE_PERIOD
+        while moment < window_end:
+            if moment not in ends:
+                missing.setdefault(moment, []).append(instrument_id)
+            moment += RECOMPUTE_PERIOD
+    return dict(sorted(missing.items()))
+
+
 def metal_config(instrument: Instrument) -> MetalPricingConfig:
     return default_pricing_config().metal(instrument.grade.metal.symbol)
 

@@ -44,9 +44,14 @@ def _same_queue(task: Task) -> dict[str, Any]:
 @shared_task(bind=True, name="trading.tasks.reference_prices_tick")
 def reference_prices_tick(self: Task) -> str:
     """Beat, every minute: fix the window that has just closed and hand it to reference_prices_compute.
-    The window travels as an argument so a redelivered compute prices the same window, not a later one."""
+    The window travels as an argument so a redelivered compute prices the same window, not a later one.
+    Windows of the last minutes that a lost queue or a stopped beat left unpriced are published again
+    (from the database: `windows_missing`), oldest first, each compute idempotent per window."""
     window_end = pricing_services.window_end_for(timezone.now())
     instrument_ids = [i.pk for i in pricing_services.open_instruments()]
+    for missed, ids in pricing_services.windows_missing(instrument_ids=instrument_ids,
+                                                        window_end=window_end).items():
+        reference_prices_compute.apply_async((missed.isoformat(), ids), **_same_queue(self))
     reference_prices_compute.apply_async((window_end.isoformat(), instrument_ids), **_same_queue(self))
     return window_end.isoformat()
 

@@ -19,7 +19,7 @@ from tests.factories.receipts import ReceiptWorld
 from tests.factories.trading import funded_member, instrument, seller_with
 from tests.invariants import assert_value_invariants
 from trading import pricing, pricing_selectors
-from trading.models import Trade
+from trading.models import Instrument, Trade
 from trading.pricing_config import default_pricing_config
 from trading.pricing_models import Candle, CandleWatermark, FactorObservation, IndexValue, ReferencePrice
 from trading.pricing_services import (
@@ -32,6 +32,7 @@ from trading.pricing_services import (
     reference_price_compute,
     references_compute,
     window_end_for,
+    windows_missing,
 )
 from trading.services import order_place
 
@@ -167,6 +168,26 @@ def test_running_a_window_twice_stores_one_result_and_an_older_window_never_move
     older = reference_price_compute(instrument=inst, window_end=end - timedelta(minutes=2))
     inst.refresh_from_db()
     assert older.pk != first.pk and inst.reference_price == first.value
+
+
+def test_windows_a_lost_queue_left_unpriced_are_found_for_the_tick_to_publish_again() -> None:
+    priced, fresh, unpriced = instrument(), instrument("GA-6N-EU", region="EU"), instrument("GA-6N-US", region="US")
+    end = end_of_last_minute()
+    for minutes in (9, 8, 5, 1):  # the queue lost the windows 7, 6, 4, 3 and 2 minutes ago
+        reference_price_compute(instrument=priced, window_end=end - timedelta(minutes=minutes))
+    reference_price_compute(instrument=fresh, window_end=end - timedelta(minutes=2))  # listed 2 minutes ago
+
+    missing = windows_missing(instrument_ids=[priced.pk, fresh.pk, unpriced.pk], window_end=end)
+
+    assert missing == {**{end - timedelta(minutes=m): [priced.pk] for m in (7, 6, 4, 3, 2)},
+                       end - timedelta(minutes=1): [fresh.pk]}  # nothing before its first window
+    assert windows_missing(instrument_ids=[priced.pk], window_end=end, lookback=6) == {
+        end - timedelta(minutes=m): [priced.pk] for m in (4, 3, 2)}  # only within the lookback
+    for window, ids in missing.items():  # what the tick publishes: each window stored once
+        references_compute(instruments=list(Instrument.objects.filter(pk__in=ids)), window_end=window)
+    assert windows_missing(instrument_ids=[priced.pk, fresh.pk], window_end=end) == {}
+    assert ReferencePrice.objects.filter(instrument=priced).count() == 9
+    assert not ReferencePrice.objects.filter(instrument=unpriced).exists()
 
 
 def test_a_window_that_has_not_closed_is_refused() -> None:
