@@ -13,6 +13,12 @@ def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
     return Receipt.objects.select_for_update(of=("self",)).filter(pk__in=sorted(set(pks))).order_by("pk")
 
 
+def order_receipts_for_update(*, holder_id: int, order_ref: str) -> QuerySet[Receipt]:
+    """The receipts a sell order holds encumbered, locked in pk order (delivery takes them oldest first)."""
+    return Receipt.objects.select_for_update(of=("self",)).filter(
+        holder_id=holder_id, encumbrance_ref=order_ref, status="encumbered").order_by("pk")
+
+
 def lot_for_update(pk: int) -> QuerySet[Lot]:
     return Lot.objects.select_for_update(of=("self",)).filter(pk=pk)
 

@@ -7,7 +7,8 @@ after the accounts are locked in pk order. The database refuses a negative membe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -49,38 +50,70 @@ def system_account(kind: str, currency: str) -> Account:
         return Account.objects.get(kind=kind, currency=currency, member=None)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One journal entry to write: its postings must sum to zero per currency."""
+
+    kind: str
+    reference: str
+    legs: list[Leg]
+    memo: str = ""
+    by: User | None = None
+
+
 def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: User | None = None) -> JournalEntry:
     """Write one balanced journal entry and apply it to the balances. Takes the accounts' row locks (pk order)
     and reads their balances fresh under the lock."""
-    legs = [(acc, bucket, quantize_money(amount)) for acc, bucket, amount in legs if amount]
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for account, _, amount in legs:
-        totals[account.currency] += amount
-    if any(total != 0 for total in totals.values()):
-        raise ValueError(f"unbalanced journal entry {kind}: {dict(totals)}")
-    with transaction.atomic():
-        current = {a.pk: a for a in accounts_for_update([acc.pk for acc, _, _ in legs])}
-        delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
-        for account, bucket, amount in legs:
-            delta[(account.pk, bucket)] += amount
-        for (pk, bucket), amount in delta.items():
-            account = current[pk]
-            if account.kind != AccountKind.EXTERNAL and getattr(account, bucket) + amount < 0:
-                raise InsufficientFunds(
-                    f"Not enough {bucket} cash: {getattr(account, bucket)} {account.currency}, needs {-amount}.",
-                    details={"currency": account.currency, bucket: str(getattr(account, bucket)),
-                             "required": str(-amount)})
-        entry = JournalEntry.objects.create(kind=kind, reference=reference[:64], memo=memo, created_by=by)
+    return post_many([Entry(kind, reference, list(legs), memo, by)])[0]
+
+
+def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
+    """Write these balanced journal entries, in order, and apply them to the balances: every account of every
+    entry is locked once (pk order) and read fresh under the lock, each entry is checked against the balances
+    the entries before it left (so a batch refuses exactly what posting one by one would), then the entries
+    and their postings are inserted in bulk and each touched account is written once.
+
+    Every check runs before the first write, so a refusal writes nothing: no savepoint is needed inside the
+    caller's transaction."""
+    if not entries:
+        return []
+    batch = []
+    for entry in entries:
+        legs = [(acc, bucket, quantize_money(amount)) for acc, bucket, amount in entry.legs if amount]
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        for account, _, amount in legs:
+            totals[account.currency] += amount
+        if any(total != 0 for total in totals.values()):
+            raise ValueError(f"unbalanced journal entry {entry.kind}: {dict(totals)}")
+        batch.append((entry, legs))
+    with transaction.atomic(savepoint=False):
+        current = {a.pk: a for a in accounts_for_update([acc.pk for _, legs in batch for acc, _, _ in legs])}
+        touched: set[int] = set()
+        for _, legs in batch:
+            delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
+            for account, bucket, amount in legs:
+                delta[(account.pk, bucket)] += amount
+            for (pk, bucket), amount in delta.items():
+                account = current[pk]
+                if account.kind != AccountKind.EXTERNAL and getattr(account, bucket) + amount < 0:
+                    raise InsufficientFunds(
+                        f"Not enough {bucket} cash: {getattr(account, bucket)} {account.currency}, needs {-amount}.",
+                        details={"currency": account.currency, bucket: str(getattr(account, bucket)),
+                                 "required": str(-amount)})
+            for (pk, bucket), amount in delta.items():
+                setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
+                touched.add(pk)
+        rows = JournalEntry.objects.bulk_create(
+            [JournalEntry(kind=entry.kind, reference=entry.reference[:64], memo=entry.memo, created_by=entry.by)
+             for entry, _ in batch])
         Posting.objects.bulk_create(
-            Posting(entry=entry, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
-            for acc, bucket, amount in legs)
-        for (pk, bucket), amount in delta.items():
-            setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
+            Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
+            for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs)
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
         # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift.
-        for pk in {pk for pk, _ in delta}:
+        for pk in sorted(touched):
             Account.objects.filter(pk=pk).update(available=current[pk].available, held=current[pk].held)
-    return entry
+    return rows
 
 
 def _positive(amount: Decimal) -> Decimal:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from receipts.models import Receipt
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
 def instrument_for_update(pk: int) -> QuerySet[Instrument]:
     # One row lock per instrument serialises its book across every web process and worker.
     return Instrument.objects.select_for_update().filter(pk=pk)
+
+
+def receipts_locked(receipts: QuerySet[Receipt]) -> QuerySet[Receipt]:
+    """These receipts (a filtered queryset: read and locked in one statement), locked in pk order."""
+    return receipts.select_for_update(of=("self",)).order_by("pk")
 
 
 def accounts_for_update(pks: list[int]) -> QuerySet[Account]:

@@ -14,12 +14,12 @@ from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from compliance import policy
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
-from receipts.lock_objects import receipts_for_update
 from receipts.models import Receipt, ReceiptStatus, Warehouse
 from receipts.services import (
     receipt_withdrawal_request,
@@ -30,10 +30,11 @@ from receipts.services import (
 from trading import book_cache
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
-from trading.ledger import AVAILABLE, HELD, member_account, post, system_account
-from trading.lock_objects import instrument_for_update
+from trading.ledger import AVAILABLE, HELD, Entry, member_account, post, post_many, system_account
+from trading.lock_objects import instrument_for_update, receipts_locked
 from trading.models import (
     LIVE_ORDER_STATUSES,
+    Account,
     AccountKind,
     BookCommand,
     Instrument,
@@ -153,15 +154,19 @@ def region_countries(region: str) -> list[str]:
     return sorted(str(c) for c in codes)
 
 
-def eligible_receipts(member: Member, instrument: Instrument) -> list[Receipt]:
-    """The member's receipts that may back a sell on this instrument, oldest first."""
+def _eligible(member: Member, instrument: Instrument) -> QuerySet[Receipt]:
     receipts = Receipt.objects.filter(holder=member, grade_id=instrument.grade_id, status=ReceiptStatus.ACTIVE,
                                       lot__warehouse__region=instrument.region, lot__warehouse__approved=True)
     if instrument.esg_class:
         from compliance.selectors import receipts_with_label
 
         receipts = receipts.filter(pk__in=receipts_with_label(instrument.esg_class).values("pk"))
-    return list(receipts.order_by("issued_at", "pk"))
+    return receipts
+
+
+def eligible_receipts(member: Member, instrument: Instrument) -> list[Receipt]:
+    """The member's receipts that may back a sell on this instrument, oldest first."""
+    return list(_eligible(member, instrument).order_by("issued_at", "pk"))
 
 
 # --- placing (do_*) ----------------------------------------------------------------------------------------
@@ -206,19 +211,23 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
         raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")
     cached = book_cache.book_for(instrument)
     seq = instrument.book_seq + 1
+    hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
+        else Decimal(0)
     order = Order.objects.create(
         member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
         order_type=ticket.order_type, tif=ticket.tif,
         price=ticket.price if ticket.order_type == OrderType.LIMIT else None, quantity_kg=ticket.quantity_kg,
-        book_seq=seq)
+        book_seq=seq, held_amount=hold)
+    # Cash moves in one batch of journal entries at the end (hold, trades, releases; ledger.post_many): the
+    # buyer's hold is checked there before anything is written, and a refusal rolls the order back whole.
+    entries: list[Entry] = []
+    accounts: dict[int, Account] = {}
     if ticket.side == Side.BUY:
-        hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument)
-        account = member_account(member, instrument.currency)
-        post(kind="hold", reference=f"O{order.pk}", legs=[(account, AVAILABLE, -hold), (account, HELD, hold)])
-        order.held_amount = hold
+        account = accounts[member.pk] = member_account(member, instrument.currency)
+        entries.append(Entry("hold", f"O{order.pk}", [(account, AVAILABLE, -hold), (account, HELD, hold)]))
     else:
-        receipts = eligible_receipts(member, instrument)
-        locked = list(receipts_for_update([r.pk for r in receipts]).select_related("lot__metal", "holder"))
+        # Read and locked in one statement (pk order, as every receipt lock), then taken oldest first.
+        locked = list(receipts_locked(_eligible(member, instrument)).select_related("lot__metal", "holder"))
         locked.sort(key=lambda r: (r.issued_at, r.pk))
         receipts_encumber(receipts=locked, quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
 
@@ -233,7 +242,7 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     instrument.book_seq = seq
     instrument.save(update_fields=["book_seq"])
     result = OrderResult(order=order)
-    _settle(instrument, order, execution, result)
+    _settle(instrument, order, execution, result, entries, accounts)
     if result.trades:
         transaction.on_commit(lambda: _fold_candles(instrument.pk))
     return result
@@ -251,20 +260,39 @@ def _fold_candles(instrument_id: int) -> None:
                     exc_info=True)
 
 
-def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:
+def _cash_accounts(member_ids: set[int], currency: str) -> tuple[dict[int, Account], Account]:
+    """The members' cash accounts in `currency` and the platform's fee account, in one read (an account a
+    member or the platform does not have yet is created)."""
+    found: dict[int, Account] = {}
+    fees: Account | None = None
+    for account in Account.objects.filter(Q(member_id__in=member_ids, kind=AccountKind.MEMBER)
+                                          | Q(member__isnull=True, kind=AccountKind.FEES), currency=currency):
+        if account.kind == AccountKind.FEES:
+            fees = account
+        else:
+            found[account.member_id] = account  # type: ignore[index]
+    for member_id in member_ids - found.keys():
+        found[member_id] = member_account(Member.objects.get(pk=member_id), currency)
+    return found, fees or system_account(AccountKind.FEES, currency)
+
+
+def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult,
+            entries: list[Entry], accounts: dict[int, Account]) -> None:
+    """Settle every fill of `execution` and close what finished, inside the order's transaction: trades in one
+    insert, receipts to the buyers (signed events), then every journal entry of the order (its hold, one per
+    trade, releases) in one `post_many`, then the orders."""
     maker_ids = {fill.maker_id for fill in execution.fills} | set(execution.cancelled)
-    orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")}
+    orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")} if maker_ids else {}
     orders[taker.pk] = taker
-    accounts: dict[int, Any] = {}
-    fees_account = system_account(AccountKind.FEES, instrument.currency)
+    fees_account: Account | None = None
+    if execution.fills or execution.cancelled:
+        found, fees_account = _cash_accounts({o.member_id for o in orders.values()} - accounts.keys(),
+                                             instrument.currency)
+        accounts.update(found)
     now = timezone.now()
-    touched: set[int] = set()
+    touched: set[int] = set()  # orders to write back (a taker that only rests is already as inserted)
 
-    def account_of(member: Member) -> Any:
-        if member.pk not in accounts:
-            accounts[member.pk] = member_account(member, instrument.currency)
-        return accounts[member.pk]
-
+    trades: list[Trade] = []
     for fill in execution.fills:
         maker = orders[fill.maker_id]
         buy, sell = (taker, maker) if taker.side == Side.BUY else (maker, taker)
@@ -273,23 +301,26 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
         notional = _floor_cents(quantity * price)
         buyer_bps = instrument.taker_fee_bps if buy is taker else instrument.maker_fee_bps
         seller_bps = instrument.taker_fee_bps if sell is taker else instrument.maker_fee_bps
-        buyer_fee = _floor_cents(notional * buyer_bps / BPS)
-        seller_fee = _floor_cents(notional * seller_bps / BPS)
-        trade = Trade.objects.create(
+        trades.append(Trade(
             instrument=instrument, buy_order=buy, sell_order=sell, buyer_id=buy.member_id, seller_id=sell.member_id,
-            aggressor=taker.side, price=price, quantity_kg=quantity, notional=notional, buyer_fee=buyer_fee,
-            seller_fee=seller_fee, executed_at=now)
+            aggressor=taker.side, price=price, quantity_kg=quantity, notional=notional,
+            buyer_fee=_floor_cents(notional * buyer_bps / BPS), seller_fee=_floor_cents(notional * seller_bps / BPS),
+            executed_at=now))
+    if trades:
+        Trade.objects.bulk_create(trades)
+    for trade in trades:
+        buy, sell = trade.buy_order, trade.sell_order
         # Delivery and payment in the same transaction: title moves only if cash moves, and back.
-        receipts_deliver(order_ref=f"O{sell.pk}", seller=sell.member, buyer=buy.member, quantity_kg=quantity,
+        receipts_deliver(order_ref=f"O{sell.pk}", seller=sell.member, buyer=buy.member, quantity_kg=trade.quantity_kg,
                          trade_ref=f"T{trade.pk}")
-        post(kind="trade", reference=f"T{trade.pk}", legs=[
-            (account_of(buy.member), HELD, -(notional + buyer_fee)),
-            (account_of(sell.member), AVAILABLE, notional - seller_fee),
-            (fees_account, AVAILABLE, buyer_fee + seller_fee),
-        ])
-        buy.held_amount -= notional + buyer_fee
+        entries.append(Entry("trade", f"T{trade.pk}", [
+            (accounts[buy.member_id], HELD, -(trade.notional + trade.buyer_fee)),
+            (accounts[sell.member_id], AVAILABLE, trade.notional - trade.seller_fee),
+            (fees_account, AVAILABLE, trade.buyer_fee + trade.seller_fee),  # type: ignore[list-item]
+        ]))
+        buy.held_amount -= trade.notional + trade.buyer_fee
         for order in (buy, sell):
-            order.filled_kg += quantity
+            order.filled_kg += trade.quantity_kg
             order.status = OrderStatus.FILLED if order.filled_kg == order.quantity_kg else OrderStatus.PARTIALLY_FILLED
             touched.add(order.pk)
         result.trades.append(trade)
@@ -303,13 +334,23 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
 
     if execution.resting == 0 and taker.status not in (OrderStatus.FILLED,):
         taker.status = OrderStatus.EXPIRED  # IOC/FOK/market remainder, dropped by the engine
-    touched.add(taker.pk)
-    for pk in touched:
-        order = orders[pk]
-        if order.status in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED):
-            _release(order, account_of(order.member) if order.side == Side.BUY else None)
-            order.closed_at = now
-        order.save(update_fields=["filled_kg", "status", "held_amount", "closed_at", "cancel_reason"])
+        touched.add(taker.pk)
+    finished = [orders[pk] for pk in sorted(touched)
+                if orders[pk].status in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)]
+    for order in finished:
+        order.closed_at = now
+        if order.side == Side.BUY:
+            if order.held_amount > 0:  # give back the rest of the cash hold
+                account = accounts[order.member_id]
+                entries.append(Entry("release", f"O{order.pk}", [(account, HELD, -order.held_amount),
+                                                                 (account, AVAILABLE, order.held_amount)]))
+                order.held_amount = Decimal(0)
+        elif order.status != OrderStatus.FILLED:
+            # A filled sell has delivered every receipt it encumbered (they cover exactly what is unfilled).
+            receipts_release(order_ref=f"O{order.pk}", holder=order.member)
+    post_many(entries)
+    for pk in sorted(touched):
+        orders[pk].save(update_fields=["filled_kg", "status", "held_amount", "closed_at", "cancel_reason"])
 
 
 def _release(order: Order, account: Any) -> None:
