@@ -12,6 +12,7 @@ in place of the fast canonicaliser, to show why the fast path exists.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -163,6 +164,9 @@ def main() -> None:
     finally:
         bundles.canonical_bytes = fast  # type: ignore[assignment]
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f} (1 min); other work inflates the Python side "
+          "more than the cryptography, so compare ratios taken at similar load")
     print(f"bundle: 1 receipt, {signatures} signatures (4 attestations, {len(bundle['chain'])} events, 1 seal), "
           f"{len(canonical_bytes(bundle))} canonical bytes, {len(result.checks)} checks; N={n} x {repeats} repeats")
     print(f"verify_bundle:              {1 / t_bundle:8.0f} bundles/s  ({t_bundle * 1e6:7.1f} us per bundle, best batch)")

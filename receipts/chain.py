@@ -121,6 +121,7 @@ _TEXT = "text"
 _KG = "kg"
 _HASH = "hash"
 _OPTIONAL_TEXT = "optional text"
+_ZERO_KG = "0.000"
 
 _DATA_FIELDS: dict[str, dict[str, str]] = {
     ISSUED: {
@@ -146,18 +147,26 @@ def _field_problems(data: Mapping[str, Any], fields: Mapping[str, str]) -> list[
     problems = []
     for name, shape in fields.items():
         value = data.get(name)
-        if shape == _OPTIONAL_TEXT:
-            if value is not None and (not isinstance(value, str) or not value):
-                problems.append(f"{name} must be a non-empty string when present")
-        elif shape == _TEXT:
+        if shape == _TEXT:
             if not isinstance(value, str) or not value:
                 problems.append(f"{name} must be a non-empty string")
         elif shape == _KG:
-            if not isinstance(value, str) or not KG_PATTERN.fullmatch(value) or Decimal(value) <= 0:
+            # KG_PATTERN admits only non-negative spellings with three decimals, so the one
+            # quantity that is not positive is "0.000": no Decimal needed to tell.
+            if not isinstance(value, str) or not KG_PATTERN.fullmatch(value) or value == _ZERO_KG:
                 problems.append(f"{name} must be a positive kg quantity with 3 decimals")
+        elif shape == _OPTIONAL_TEXT:
+            if value is not None and (not isinstance(value, str) or not value):
+                problems.append(f"{name} must be a non-empty string when present")
         elif shape == _HASH and (not isinstance(value, str) or not _HEX64.fullmatch(value)):
             problems.append(f"{name} must be a lowercase hex SHA-256")
     return problems
+
+
+# Compared as dict key views (no set built per item).
+_BOUND_ATTESTATION_KEYS = frozenset({"type", "hash"})
+_CHILD_KEYS = frozenset({"receipt", "quantity", "holder"})
+_CHILD_FIELDS = {"receipt": _TEXT, "quantity": _KG, "holder": _TEXT}
 
 
 def event_data_problems(kind: str, data: Any) -> list[str]:
@@ -185,7 +194,7 @@ def event_data_problems(kind: str, data: Any) -> list[str]:
             for i, item in enumerate(bound):
                 if (
                     not isinstance(item, dict)
-                    or set(item) != {"type", "hash"}
+                    or item.keys() != _BOUND_ATTESTATION_KEYS
                     or item.get("type") not in ATTESTATION_TYPES
                     or not isinstance(item.get("hash"), str)
                     or not _HEX64.fullmatch(item["hash"])
@@ -200,12 +209,12 @@ def event_data_problems(kind: str, data: Any) -> list[str]:
             problems.append("children must list at least two receipts")
         else:
             for i, child in enumerate(children):
-                if not isinstance(child, dict) or set(child) != {"receipt", "quantity", "holder"}:
+                if not isinstance(child, dict) or child.keys() != _CHILD_KEYS:
                     problems.append(f"children[{i}] must be {{receipt, quantity, holder}}")
                     continue
                 problems.extend(
                     f"children[{i}].{p}"
-                    for p in _field_problems(child, {"receipt": _TEXT, "quantity": _KG, "holder": _TEXT})
+                    for p in _field_problems(child, _CHILD_FIELDS)
                 )
             numbers = [c.get("receipt") for c in children if isinstance(c, dict)]
             if len(set(map(str, numbers))) != len(numbers):
@@ -336,6 +345,21 @@ class ReceiptState(NamedTuple):
         }
 
 
+# Field positions, for building the next state in `apply_event` without `_replace`.
+_new_state = tuple.__new__
+_FIELDS = ReceiptState._fields
+_HOLDER = _FIELDS.index("holder")
+_STATUS = _FIELDS.index("status")
+_AFTER_MOMENT = _FIELDS.index("moment") + 1
+_BEFORE_FREEZE = _FIELDS.index("before_freeze")
+_ORDER = _FIELDS.index("order")
+_WITHDRAWAL = _FIELDS.index("withdrawal")
+_LOAN = _FIELDS.index("loan")
+_CHILDREN = _FIELDS.index("children")
+# status, seq, head, at, moment are consecutive fields: one slice assignment moves them.
+assert _FIELDS[_STATUS:_AFTER_MOMENT] == ("status", "seq", "head", "at", "moment")
+
+
 def _illegal(message: str, **details: Any) -> ProofError:
     return ProofError(ILLEGAL_TRANSITION, message, details)
 
@@ -435,23 +459,31 @@ def apply_event(
     if state.status not in allowed:
         raise _illegal(f"seq {seq}: cannot go {kind} from status {state.status}", status=state.status, kind=kind)
 
+    # The next state is built as a list of the fields and made a ReceiptState in one
+    # step: replay does this once per event, and `_replace` costs several times more.
+    values = list(state)
+    values[_STATUS:_AFTER_MOMENT] = (S_ACTIVE, seq, digest, at, moment)
     if kind == ENCUMBERED:
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_ENCUMBERED, order=data["order"])
-    if kind == RELEASED:
+        values[_STATUS] = S_ENCUMBERED
+        values[_ORDER] = data["order"]
+    elif kind == RELEASED:
         if data["order"] != state.order:
             raise _illegal(f"seq {seq}: releases order {data['order']}, but {state.order} holds the receipt")
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_ACTIVE, order=None)
-    if kind == PLEDGED:
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_PLEDGED, loan=(data["lender"], data["loan"]))
-    if kind == UNPLEDGED:
+        values[_ORDER] = None
+    elif kind == PLEDGED:
+        values[_STATUS] = S_PLEDGED
+        values[_LOAN] = (data["lender"], data["loan"])
+    elif kind == UNPLEDGED:
         if (data["lender"], data["loan"]) != state.loan:
             raise _illegal(f"seq {seq}: unpledges a loan the receipt is not pledged to")
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_ACTIVE, loan=None)
-    if kind == FROZEN:
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_FROZEN, before_freeze=state.status)
-    if kind == UNFROZEN:
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=state.before_freeze or S_ACTIVE, before_freeze=None)
-    if kind == TRANSFERRED:
+        values[_LOAN] = None
+    elif kind == FROZEN:
+        values[_STATUS] = S_FROZEN
+        values[_BEFORE_FREEZE] = state.status
+    elif kind == UNFROZEN:
+        values[_STATUS] = state.before_freeze or S_ACTIVE
+        values[_BEFORE_FREEZE] = None
+    elif kind == TRANSFERRED:
         if data["from"] != state.holder:
             raise _illegal(f"seq {seq}: transfer from {data['from']}, but {state.holder} holds the receipt")
         if Decimal(data["quantity"]) != state.quantity:
@@ -460,14 +492,16 @@ def apply_event(
                 f"seq {seq}: a transfer moves the whole {format(state.quantity, 'f')} kg; part of a receipt moves by split",
                 {"seq": seq},
             )
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_ACTIVE, holder=data["to"], order=None)
-    if kind == WITHDRAWAL_REQUESTED:
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_WITHDRAWAL_REQUESTED, withdrawal=data["withdrawal"])
-    if kind == WITHDRAWAL_CANCELLED:
+        values[_HOLDER] = data["to"]
+        values[_ORDER] = None
+    elif kind == WITHDRAWAL_REQUESTED:
+        values[_STATUS] = S_WITHDRAWAL_REQUESTED
+        values[_WITHDRAWAL] = data["withdrawal"]
+    elif kind == WITHDRAWAL_CANCELLED:
         if data["withdrawal"] != state.withdrawal:
             raise _illegal(f"seq {seq}: cancels withdrawal {data['withdrawal']}, but {state.withdrawal} is pending")
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_ACTIVE, withdrawal=None)
-    if kind == WITHDRAWN:
+        values[_WITHDRAWAL] = None
+    elif kind == WITHDRAWN:
         if state.withdrawal is not None and data["withdrawal"] != state.withdrawal:
             raise _illegal(f"seq {seq}: completes withdrawal {data['withdrawal']}, but {state.withdrawal} is pending")
         if Decimal(data["quantity"]) != state.quantity:
@@ -476,19 +510,22 @@ def apply_event(
                 f"seq {seq}: withdrawal of {data['quantity']} kg from a {format(state.quantity, 'f')} kg receipt; split first",
                 {"seq": seq},
             )
-        return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_WITHDRAWN)
-    # split
-    children = tuple((c["receipt"], Decimal(c["quantity"]), c["holder"]) for c in data["children"])
-    total = sum((c[1] for c in children), Decimal(0))
-    if total != state.quantity:
-        raise ProofError(
-            QUANTITY_NOT_CONSERVED,
-            f"seq {seq}: split children sum to {format(total, 'f')} kg, the receipt holds {format(state.quantity, 'f')} kg",
-            {"seq": seq, "children_kg": format(total, "f"), "receipt_kg": format(state.quantity, "f")},
-        )
-    if any(c[0] == state.number for c in children):
-        raise _illegal(f"seq {seq}: a receipt cannot be its own child")
-    return state._replace(seq=seq, head=digest, at=at, moment=moment, status=S_SPLIT, order=None, children=children)
+        values[_STATUS] = S_WITHDRAWN
+    else:  # split
+        children = tuple((c["receipt"], Decimal(c["quantity"]), c["holder"]) for c in data["children"])
+        total = sum((c[1] for c in children), Decimal(0))
+        if total != state.quantity:
+            raise ProofError(
+                QUANTITY_NOT_CONSERVED,
+                f"seq {seq}: split children sum to {format(total, 'f')} kg, the receipt holds {format(state.quantity, 'f')} kg",
+                {"seq": seq, "children_kg": format(total, "f"), "receipt_kg": format(state.quantity, "f")},
+            )
+        if any(c[0] == state.number for c in children):
+            raise _illegal(f"seq {seq}: a receipt cannot be its own child")
+        values[_STATUS] = S_SPLIT
+        values[_ORDER] = None
+        values[_CHILDREN] = children
+    return _new_state(ReceiptState, values)
 
 
 def replay(

@@ -236,6 +236,24 @@ def _check_threshold(
     return Failure(threshold.rule, threshold.subject, reason, measured, threshold.value, threshold.unit)
 
 
+def _totals_ppb(assay: AssayProfile, matrix: str) -> tuple[Decimal | None, Decimal | None]:
+    """(total metallic, total impurities) as `AssayProfile.total_ppb` gives them, in one
+    pass over the table: the same additions in the same order, so the same Decimals."""
+    metallic: Decimal | None = None
+    everything: Decimal | None = None
+    for element, ppb in assay.impurities_ppb.items():
+        if element == matrix:
+            continue
+        everything = ppb if everything is None else everything + ppb
+        if element not in NON_METALS:
+            metallic = ppb if metallic is None else metallic + ppb
+    return metallic, everything
+
+
+def _best_first(grade: Grade) -> int:
+    return -grade.rank
+
+
 def evaluate_grade(grade: Grade, form: str, assay: AssayProfile) -> GradeEvaluation:
     """Every rule of one grade against one assay (all failures, not just the first)."""
     failures: list[Failure] = []
@@ -246,7 +264,7 @@ def evaluate_grade(grade: Grade, form: str, assay: AssayProfile) -> GradeEvaluat
         failures.append(
             Failure(f"purity >= {format(floor, 'f')} %", PURITY_RULE, BELOW_MIN, assay.purity_percent, floor, "%")
         )
-    metallic = assay.total_ppb(grade.metal, metallic_only=True)
+    metallic, everything = _totals_ppb(assay, grade.metal)
     if metallic is not None:
         by_difference = _HUNDRED - metallic.scaleb(-7)
         if by_difference < floor:
@@ -260,10 +278,7 @@ def evaluate_grade(grade: Grade, form: str, assay: AssayProfile) -> GradeEvaluat
                     "%",
                 )
             )
-    totals: dict[str, Decimal | None] = {
-        TOTAL_METALLIC: metallic,
-        TOTAL_IMPURITIES: assay.total_ppb(grade.metal, metallic_only=False),
-    }
+    totals: dict[str, Decimal | None] = {TOTAL_METALLIC: metallic, TOTAL_IMPURITIES: everything}
     for threshold in grade.thresholds:
         failure = _check_threshold(threshold, assay, totals)
         if failure is not None:
@@ -280,7 +295,9 @@ def grade_lot(metal: str, form: str, assay: AssayProfile, grades: Iterable[Grade
         raise ProofError(
             INVALID_ASSAY, f"the assay lists the matrix metal {metal} as an impurity", {"element": metal}
         )
-    candidates = sorted((g for g in grades if g.metal == metal), key=lambda g: -g.rank)
+    candidates = [g for g in grades if g.metal == metal]
+    if len(candidates) > 1:
+        candidates.sort(key=_best_first)  # stable: equal ranks keep their given order
     evaluations = tuple(evaluate_grade(g, form, assay) for g in candidates)
     best = next((e.code for e in evaluations if e.met), None)
     return GradingResult(metal=metal, form=form, grade=best, evaluations=evaluations)
