@@ -663,19 +663,16 @@ def evaluate(facts: ReceiptFacts, pack: RulePack | CompiledPack, *, now: datetim
     )
 
 
-def evaluate_many(
-    facts_iterable: Iterable[ReceiptFacts], compiled: CompiledPack, now: datetime
-) -> Iterator[CompactResult]:
-    """Evaluate receipts lazily, one `CompactResult` each, with the same semantics as `evaluate`.
-
-    Outcomes only: call `evaluate` for the (few) receipts whose messages you want to show.
-    """
+def compact_evaluator(compiled: CompiledPack, now: datetime) -> Callable[[ReceiptFacts], CompactResult]:
+    """One receipt at a time what `evaluate_many` does for a stream (same semantics, `now` bound once): for
+    callers that take each receipt through several packs before the next."""
     checks = compiled.bind(now)
     all_pass = (PASS,) * len(checks)
     block_positions = compiled.block_positions
     label = compiled.pack.label
     cbam = compiled.cbam
-    for f in facts_iterable:
+
+    def judge(f: ReceiptFacts) -> CompactResult:
         outcomes = tuple([check(f) for check in checks])
         if outcomes == all_pass:
             overall = PASS
@@ -684,7 +681,20 @@ def evaluate_many(
             overall = _overall(outcomes, block_positions)
             earned = None
         if cbam is None:
-            yield CompactResult(f.receipt_number, overall, outcomes, earned, None, None)
-        else:
-            low, high, _ = cbam(f)
-            yield CompactResult(f.receipt_number, overall, outcomes, earned, low, high)
+            return CompactResult(f.receipt_number, overall, outcomes, earned, None, None)
+        low, high, _ = cbam(f)
+        return CompactResult(f.receipt_number, overall, outcomes, earned, low, high)
+
+    return judge
+
+
+def evaluate_many(
+    facts_iterable: Iterable[ReceiptFacts], compiled: CompiledPack, now: datetime
+) -> Iterator[CompactResult]:
+    """Evaluate receipts lazily, one `CompactResult` each, with the same semantics as `evaluate`.
+
+    Outcomes only: call `evaluate` for the (few) receipts whose messages you want to show.
+    """
+    judge = compact_evaluator(compiled, now)
+    for f in facts_iterable:
+        yield judge(f)

@@ -1,9 +1,9 @@
 """What the ESG rules look at, read from the database set-based: `ReceiptFacts` for many receipts at once.
 
-One chunk of receipts costs four queries whatever its size: the receipts with their lot, metal, grade and
-warehouse; the attestations of their lots, with only the few document members the rules use pulled out of
-the JSON by the database; the open storage incidents at their lots' locations; and the open incidents
-that name a receipt directly. Nothing is read per receipt.
+One chunk of receipts costs one query on PostgreSQL whatever its size (`_facts_sql`): the receipts with their
+lot, metal, grade and warehouse, the attestation that counts per lot and kind with only the few document
+members the rules use pulled out of the JSON by the database, and whether an open storage incident covers
+the receipt. Elsewhere (SQLite) the same rows take four ORM queries. Nothing is read per receipt.
 
 Which document counts: for each lot and kind, the attestation submitted last (highest `created_at`, then
 pk) — a new certificate replaces the old one, which is why submitting an attestation re-evaluates the
@@ -31,10 +31,12 @@ written by other means) becomes "not declared" for that fact rather than failing
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any, Final
 
 from django.db import connection
@@ -44,10 +46,27 @@ from django.db.models.fields.json import KT
 
 from compliance.esg import HUNDRED, ReceiptFacts
 from receipts.canonical import parse_utc
-from receipts.models import Attestation, AttestationKind, Receipt, StorageIncident
+from receipts.models import (
+    Attestation,
+    AttestationKind,
+    Grade,
+    Lot,
+    Metal,
+    Receipt,
+    StorageIncident,
+    Warehouse,
+)
 
 KILOGRAM: Final = "kilogram"
 DEPRECATED: Final = "Deprecated"
+# On PostgreSQL a chunk's facts are one statement (_facts_sql); set to False to read them through the ORM
+# there too (the path every other database takes), e.g. to compare the two.
+FACTS_BY_SQL = True
+
+_ASSAY: Final = str(AttestationKind.ASSAY)
+_FOOTPRINT: Final = str(AttestationKind.CARBON_FOOTPRINT)
+_RECYCLED: Final = str(AttestationKind.RECYCLED_CONTENT)
+_ORIGIN: Final = str(AttestationKind.ORIGIN)
 
 # The document members the rules use, per kind, pulled out by the database (->> / #>> on PostgreSQL,
 # JSON_EXTRACT on SQLite). Each is wrapped in CASE on the kind so a row only pays for its own members: a
@@ -134,46 +153,173 @@ def _latest_attestations(lot_ids: Iterable[int]) -> dict[tuple[int, str], tuple[
     return latest
 
 
-def receipt_proofs_bulk(receipt_ids: Iterable[int]) -> list[ReceiptProof]:
-    """Facts for every receipt id that exists, in the order given (duplicates once), in four queries."""
-    wanted = list(dict.fromkeys(receipt_ids))
-    if not wanted:
-        return []
-    receipts = {row[0]: row for row in Receipt.objects.filter(pk__in=ids_in(wanted)).values_list(
+# One row per receipt, whichever way it was read:
+# (pk, number, holder_id, quantity_kg, grade code, metal symbol, warehouse country, open storage incident,
+#  assay id, assay issuedAt,
+#  footprint id, pcfExcludingBiogenicUptake, declaredUnitOfMeasurement, productMassPerDeclaredUnit,
+#      verification providerName, verification standardName,
+#  recycled id, preConsumerShare, postConsumerShare,
+#  origin id, smelterId)
+_FactRow = tuple[Any, ...]
+
+
+def _fact_rows_orm(wanted: list[int]) -> list[_FactRow]:
+    """The fact rows in four ORM queries (any database)."""
+    receipts = list(Receipt.objects.filter(pk__in=ids_in(wanted)).values_list(
         "pk", "number", "holder_id", "lot_id", "quantity_kg", "grade__code", "lot__metal__symbol",
-        "lot__warehouse__country", "lot__warehouse_id", "lot__location")}
+        "lot__warehouse__country", "lot__warehouse_id", "lot__location"))
     if not receipts:
         return []
-    lot_ids = {row[3] for row in receipts.values()}
-    latest = _latest_attestations(lot_ids)
-    warehouses = {row[8] for row in receipts.values()}
-    open_locations = set(StorageIncident.objects.filter(closed_at__isnull=True, warehouse_id__in=warehouses)
+    latest = _latest_attestations({row[3] for row in receipts})
+    open_locations = set(StorageIncident.objects.filter(closed_at__isnull=True,
+                                                        warehouse_id__in={row[8] for row in receipts})
                          .values_list("warehouse_id", "location"))
     named = set(StorageIncident.receipts.through.objects
-                .filter(receipt_id__in=ids_in(list(receipts)), storageincident__closed_at__isnull=True)
+                .filter(receipt_id__in=ids_in([row[0] for row in receipts]), storageincident__closed_at__isnull=True)
                 .values_list("receipt_id", flat=True))
+    none = (None,) * 13
+    rows: list[_FactRow] = []
+    for pk, number, holder_id, lot_id, quantity, grade, metal, country, warehouse_id, location in receipts:
+        assay = latest.get((lot_id, AttestationKind.ASSAY)) or none
+        footprint = latest.get((lot_id, AttestationKind.CARBON_FOOTPRINT)) or none
+        recycled = latest.get((lot_id, AttestationKind.RECYCLED_CONTENT)) or none
+        origin = latest.get((lot_id, AttestationKind.ORIGIN)) or none
+        rows.append((pk, number, holder_id, quantity, grade, metal, country,
+                     (warehouse_id, location) in open_locations or pk in named,
+                     assay[0], assay[3], footprint[0], *footprint[5:10], recycled[0], recycled[10], recycled[11],
+                     origin[0], origin[12]))
+    return rows
 
-    proofs: list[ReceiptProof] = []
+
+@cache
+def _facts_sql() -> str:
+    """The fact rows of a chunk of receipts in one PostgreSQL statement (parameter: the receipt ids).
+
+    Each attestation's document is fetched once: a document is usually stored out of line (TOAST), and each
+    ->> on the column would fetch it again, so the inner select takes it whole (`#> '{}'`) behind OFFSET 0
+    (which keeps the planner from folding it back into the members' expressions) and the members are read
+    from that copy in memory. The latest document per lot and kind is chosen before the members are pivoted
+    into one row per lot.
+    """
+    q = connection.ops.quote_name
+    receipt, lot, metal, grade, warehouse = (m._meta.db_table for m in (Receipt, Lot, Metal, Grade, Warehouse))
+    incident, attestation = StorageIncident._meta.db_table, Attestation._meta.db_table
+    named = StorageIncident.receipts.through._meta.db_table
+    # Identifiers from model meta and this module's constants; the one value (the ids) is a parameter.
+    return f"""
+WITH r AS (
+    SELECT r.id, r.number, r.holder_id, r.lot_id, r.quantity_kg, g.code AS grade, m.symbol AS metal,
+           w.country, l.warehouse_id, l.location
+    FROM (SELECT DISTINCT unnest(%s::bigint[]) AS id) wanted
+    JOIN {q(receipt)} r ON r.id = wanted.id
+    JOIN {q(lot)} l ON l.id = r.lot_id
+    JOIN {q(metal)} m ON m.id = l.metal_id
+    JOIN {q(warehouse)} w ON w.id = l.warehouse_id
+    LEFT JOIN {q(grade)} g ON g.id = r.grade_id
+), latest AS (
+    SELECT DISTINCT ON (lot_id, kind) lot_id, kind, id,
+           CASE kind WHEN '{_ASSAY}' THEN doc ->> 'issuedAt' END AS issued,
+           CASE kind WHEN '{_FOOTPRINT}' THEN doc #>> '{{pcf,pcfExcludingBiogenicUptake}}' END AS pcf,
+           CASE kind WHEN '{_FOOTPRINT}' THEN doc #>> '{{pcf,declaredUnitOfMeasurement}}' END AS unit,
+           CASE kind WHEN '{_FOOTPRINT}' THEN doc #>> '{{pcf,productMassPerDeclaredUnit}}' END AS mass,
+           CASE kind WHEN '{_FOOTPRINT}' THEN doc #>> '{{pcf,verification,providerName}}' END AS verifier,
+           CASE kind WHEN '{_FOOTPRINT}' THEN doc #>> '{{pcf,verification,standardName}}' END AS standard,
+           CASE kind WHEN '{_RECYCLED}' THEN doc ->> 'preConsumerShare' END AS pre,
+           CASE kind WHEN '{_RECYCLED}' THEN doc ->> 'postConsumerShare' END AS post,
+           CASE kind WHEN '{_ORIGIN}' THEN doc ->> 'smelterId' END AS smelter
+    FROM (SELECT a.id, a.lot_id, a.kind, a.created_at, a.document #> '{{}}' AS doc
+          FROM {q(attestation)} a
+          WHERE a.lot_id IN (SELECT lot_id FROM r)
+            AND a.kind IN ('{_ASSAY}', '{_FOOTPRINT}', '{_RECYCLED}', '{_ORIGIN}')
+          OFFSET 0) documents
+    WHERE kind <> '{_FOOTPRINT}' OR doc ->> 'status' IS DISTINCT FROM '{DEPRECATED}'
+    ORDER BY lot_id, kind, created_at DESC, id DESC
+), by_lot AS (
+    SELECT lot_id,
+           max(id) FILTER (WHERE kind = '{_ASSAY}') AS assay_id,
+           max(issued) FILTER (WHERE kind = '{_ASSAY}') AS issued,
+           max(id) FILTER (WHERE kind = '{_FOOTPRINT}') AS footprint_id,
+           max(pcf) FILTER (WHERE kind = '{_FOOTPRINT}') AS pcf,
+           max(unit) FILTER (WHERE kind = '{_FOOTPRINT}') AS unit,
+           max(mass) FILTER (WHERE kind = '{_FOOTPRINT}') AS mass,
+           max(verifier) FILTER (WHERE kind = '{_FOOTPRINT}') AS verifier,
+           max(standard) FILTER (WHERE kind = '{_FOOTPRINT}') AS standard,
+           max(id) FILTER (WHERE kind = '{_RECYCLED}') AS recycled_id,
+           max(pre) FILTER (WHERE kind = '{_RECYCLED}') AS pre,
+           max(post) FILTER (WHERE kind = '{_RECYCLED}') AS post,
+           max(id) FILTER (WHERE kind = '{_ORIGIN}') AS origin_id,
+           max(smelter) FILTER (WHERE kind = '{_ORIGIN}') AS smelter
+    FROM latest
+    GROUP BY lot_id
+)
+SELECT r.id, r.number, r.holder_id, r.quantity_kg, r.grade, r.metal, r.country,
+       EXISTS (SELECT 1 FROM {q(incident)} i
+               WHERE i.closed_at IS NULL AND i.warehouse_id = r.warehouse_id AND i.location = r.location)
+       OR EXISTS (SELECT 1 FROM {q(named)} n JOIN {q(incident)} i ON i.id = n.storageincident_id
+                  WHERE n.receipt_id = r.id AND i.closed_at IS NULL),
+       b.assay_id, b.issued, b.footprint_id, b.pcf, b.unit, b.mass, b.verifier, b.standard,
+       b.recycled_id, b.pre, b.post, b.origin_id, b.smelter
+FROM r LEFT JOIN by_lot b ON b.lot_id = r.lot_id
+"""  # noqa: S608  # nosec B608
+
+
+def _fact_rows_sql(wanted: list[int]) -> list[_FactRow]:
+    with connection.cursor() as cursor:
+        cursor.execute(_facts_sql(), (wanted,))
+        return cursor.fetchall()
+
+
+def receipt_fact_rows(receipt_ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """receipt id -> its fact row (`_FactRow`), for the ids that exist: one query on PostgreSQL, four elsewhere.
+    `receipt_proofs` turns them into proofs."""
+    wanted = list(dict.fromkeys(receipt_ids))
+    if not wanted:
+        return {}
+    by_sql = connection.vendor == "postgresql" and FACTS_BY_SQL
+    return {row[0]: row for row in (_fact_rows_sql(wanted) if by_sql else _fact_rows_orm(wanted))}
+
+
+def receipt_proofs_bulk(receipt_ids: Iterable[int]) -> list[ReceiptProof]:
+    """Facts for every receipt id that exists, in the order given (duplicates once)."""
+    wanted = list(dict.fromkeys(receipt_ids))
+    return list(receipt_proofs(wanted, receipt_fact_rows(wanted)))
+
+
+def receipt_proofs(wanted: Iterable[int], rows: dict[int, tuple[Any, ...]]) -> Iterator[ReceiptProof]:
+    """The proofs of the receipts in `wanted` that have a fact row, in that order, built lazily."""
+    # A chunk repeats the same few shares and figures: convert each distinct one once.
+    shares: dict[Any, Decimal | None] = {}
+    footprints: dict[tuple[Any, Any, Any], Decimal | None] = {}
     for receipt_id in wanted:
-        row = receipts.get(receipt_id)
+        row = rows.get(receipt_id)
         if row is None:
             continue
-        pk, number, holder_id, lot_id, quantity, grade, metal, country, warehouse_id, location = row
+        (pk, number, holder_id, quantity, grade, metal, country, incident, assay_id, issued, footprint_id, pcf, unit,
+         mass, verifier, standard, recycled_id, pre, post, origin_id, smelter) = row
         used: dict[str, int] = {}
-        assay = latest.get((lot_id, AttestationKind.ASSAY))
-        footprint = latest.get((lot_id, AttestationKind.CARBON_FOOTPRINT))
-        recycled = latest.get((lot_id, AttestationKind.RECYCLED_CONTENT))
-        origin = latest.get((lot_id, AttestationKind.ORIGIN))
-        for kind, found in ((AttestationKind.ASSAY, assay), (AttestationKind.CARBON_FOOTPRINT, footprint),
-                            (AttestationKind.RECYCLED_CONTENT, recycled), (AttestationKind.ORIGIN, origin)):
-            if found is not None:
-                used[str(kind)] = found[0]
-        per_kg = verifier = standard = None
-        if footprint is not None:
-            per_kg = footprint_per_kg(footprint[5], footprint[6], footprint[7])
-            verifier, standard = footprint[8], footprint[9]
-        smelter = origin[12] if origin is not None else None
-        proofs.append(ReceiptProof(
+        if assay_id is not None:
+            used[_ASSAY] = assay_id
+        per_kg = None
+        if footprint_id is not None:
+            used[_FOOTPRINT] = footprint_id
+            key = (pcf, unit, mass)
+            if key in footprints:
+                per_kg = footprints[key]
+            else:
+                per_kg = footprints[key] = footprint_per_kg(pcf, unit, mass)
+        if recycled_id is not None:
+            used[_RECYCLED] = recycled_id
+        if origin_id is not None:
+            used[_ORIGIN] = origin_id
+        if pre in shares:
+            pre_pct = shares[pre]
+        else:
+            pre_pct = shares[pre] = _share(pre)
+        if post in shares:
+            post_pct = shares[post]
+        else:
+            post_pct = shares[post] = _share(post)
+        yield ReceiptProof(
             receipt_id=pk, holder_id=holder_id, attestations=used,
             facts=ReceiptFacts(
                 receipt_number=number,
@@ -181,16 +327,15 @@ def receipt_proofs_bulk(receipt_ids: Iterable[int]) -> list[ReceiptProof]:
                 grade_code=grade or "",
                 quantity_kg=quantity,
                 warehouse_country=str(country),
-                assay_issued_on=_assay_date(assay[3]) if assay is not None else None,
+                assay_issued_on=_assay_date(issued),
                 footprint_kgco2e_per_kg=per_kg,
                 footprint_verified=per_kg is not None and type(verifier) is str and bool(verifier.strip()),
                 footprint_verification_standard=standard if type(standard) is str else None,
-                recycled_pre_consumer_pct=_share(recycled[10]) if recycled is not None else None,
-                recycled_post_consumer_pct=_share(recycled[11]) if recycled is not None else None,
+                recycled_pre_consumer_pct=pre_pct,
+                recycled_post_consumer_pct=post_pct,
                 origin_smelter_id=smelter if type(smelter) is str else None,
-                open_storage_incident=(warehouse_id, location) in open_locations or pk in named,
-            )))
-    return proofs
+                open_storage_incident=bool(incident),
+            ))
 
 
 def receipt_facts_bulk(receipt_ids: Sequence[int]) -> list[ReceiptFacts]:
@@ -220,6 +365,44 @@ def facts_snapshot(proof: ReceiptProof) -> dict[str, Any]:
         "origin_smelter_id": f.origin_smelter_id, "open_storage_incident": f.open_storage_incident,
         "attestations": proof.attestations,
     }
+
+
+_json_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # what json.dumps uses
+_ATTESTATION_KEYS: Final = tuple(sorted((_ASSAY, _FOOTPRINT, _RECYCLED, _ORIGIN)))
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
+
+
+def facts_snapshot_text(proof: ReceiptProof) -> str:
+    """`json.dumps(facts_snapshot(proof), sort_keys=True, separators=(",", ":"))`, written out directly (the
+    keys below are in sorted order): the text is part of each result's digest, so it must not change, and
+    json.dumps of the dict cost more per receipt than evaluating every rule."""
+    f = proof.facts
+    used = proof.attestations
+    if len(used) == 4:  # the usual case: every kind, keys in sorted order
+        ids = (f'"{_ASSAY}":{used[_ASSAY]:d},"{_FOOTPRINT}":{used[_FOOTPRINT]:d},"{_ORIGIN}":{used[_ORIGIN]:d},'
+               f'"{_RECYCLED}":{used[_RECYCLED]:d}')
+    else:
+        ids = ",".join([f'"{kind}":{used[kind]:d}' for kind in _ATTESTATION_KEYS if kind in used])
+    issued = "null" if f.assay_issued_on is None else '"' + f.assay_issued_on.isoformat() + '"'
+    # A Decimal's str is digits, sign, point and exponent: nothing to escape. str(), not an f-string: format()
+    # of a Decimal costs four times as much.
+    per_kg = "null" if f.footprint_kgco2e_per_kg is None else '"' + str(f.footprint_kgco2e_per_kg) + '"'
+    pre = "null" if f.recycled_pre_consumer_pct is None else '"' + str(f.recycled_pre_consumer_pct) + '"'
+    post = "null" if f.recycled_post_consumer_pct is None else '"' + str(f.recycled_post_consumer_pct) + '"'
+    quantity = str(f.quantity_kg)
+    return (
+        f'{{"assay_issued_on":{issued},"attestations":{{{ids}}},"footprint_kgco2e_per_kg":{per_kg},'
+        f'"footprint_verification_standard":{_json_text(f.footprint_verification_standard)},'
+        f'"footprint_verified":{"true" if f.footprint_verified else "false"},'
+        f'"grade":{_json_string(f.grade_code)},"metal":{_json_string(f.metal)},'
+        f'"open_storage_incident":{"true" if f.open_storage_incident else "false"},'
+        f'"origin_smelter_id":{_json_text(f.origin_smelter_id)},"quantity_kg":"{quantity}",'
+        f'"recycled_post_consumer_pct":{post},"recycled_pre_consumer_pct":{pre},'
+        f'"warehouse_country":{_json_string(f.warehouse_country)}}}'
+    )
 
 
 def facts_from_snapshot(receipt_number: str, snapshot: dict[str, Any]) -> ReceiptFacts:

@@ -328,8 +328,11 @@ class EsgEvaluation(models.Model):
     version every rule's measured and required values can be shown exactly as judged
     (compliance.selectors.receipt_esg_report)."""
 
-    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="esg_evaluations")
-    rule_pack = models.ForeignKey(EsgRulePack, on_delete=models.PROTECT, related_name="evaluations")
+    # No index of their own: the unique (receipt, rule_pack) index serves lookups by receipt, the
+    # (rule_pack, label, receipt) index those by pack version; two more would only slow down the bulk
+    # writes of esg_evaluate (five indexes per row instead of three).
+    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="esg_evaluations", db_index=False)
+    rule_pack = models.ForeignKey(EsgRulePack, on_delete=models.PROTECT, related_name="evaluations", db_index=False)
     outcome = models.CharField(max_length=4, choices=EsgOutcome.choices)
     label = models.CharField(max_length=40, blank=True, help_text="The pack's label, when earned.")
     rules = models.JSONField(help_text='Per rule, in the pack\'s order: {"rule_id", "outcome"}.')

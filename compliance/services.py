@@ -4,25 +4,29 @@ end-use declarations, export licences and their drawdown ledger."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NamedTuple
 
+import pghistory
+import pghistory.config
+import pghistory.runtime
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_countries import countries
 
 from compliance import errors
 from compliance.audit import audit_context
-from compliance.esg import FAIL, CompiledPack, evaluate_many, pack_canonical
+from compliance.esg import FAIL, CompactResult, CompiledPack, ReceiptFacts, compact_evaluator, pack_canonical
 from compliance.export_control import is_export_controlled
-from compliance.facts import ReceiptProof, facts_snapshot, ids_in, receipt_proofs_bulk
+from compliance.facts import ReceiptProof, facts_snapshot_text, ids_in, receipt_fact_rows, receipt_proofs
 from compliance.lock_objects import (
     active_screening_list_for_update,
     end_use_declarations_for_update,
@@ -503,7 +507,8 @@ def licence_draw(*, licence: ExportLicence, quantity_kg: Decimal | str | int, re
 
 # --- ESG rule packs and results ------------------------------------------------------------------
 
-# Receipts evaluated per transaction: one chunk's facts cost four queries, its results one upsert.
+# Receipts evaluated per transaction: one chunk's facts and stored digests cost two queries (PostgreSQL), its
+# results one COPY (and one upsert for results that replace stored ones), its flags one more.
 ESG_CHUNK: Final = 5000
 _ESG_UPDATE_FIELDS: Final = ["outcome", "label", "rules", "cbam", "facts", "result_hash", "evaluated_at"]
 
@@ -578,10 +583,11 @@ class EsgRun:
                       self.flags + other.flags)
 
 
-def _digest(outcome: str, label: str, rule_outcomes: tuple[str, ...], cbam: dict[str, str] | None,
-            facts_text: str) -> str:
-    cbam_text = "" if cbam is None else f"{cbam['eur_low']}/{cbam['eur_high']}"
-    text = f"{outcome}|{label}|{','.join(rule_outcomes)}|{cbam_text}|{facts_text}"
+def _digest(outcome: str, label: str, outcomes_text: str, cbam_text: str, facts_text: str) -> str:
+    """What a stored result is compared by: outcome, label, the rule outcomes joined by commas, the CBAM
+    estimate as "low/high" (empty without one) and the facts text. Not the time: the same result reached a
+    day later writes nothing."""
+    text = f"{outcome}|{label}|{outcomes_text}|{cbam_text}|{facts_text}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -594,10 +600,11 @@ def esg_evaluate(*, receipt_ids: Iterable[int], pack_versions: Sequence[EsgRuleP
                  now: datetime | None = None) -> EsgRun:
     """Evaluate receipts under pack versions (default: every active one) and store the results.
 
-    Per chunk of ESG_CHUNK receipts, in one transaction: facts read set-based (compliance.facts), every
-    pack evaluated in bulk (esg.evaluate_many), the stored digests read once, and only the results that
-    differ upserted in one INSERT ... ON CONFLICT (receipt, rule_pack) DO UPDATE. A result that fails a
-    block rule raises one ESG flag per receipt and pack version (kept if an officer already dismissed it).
+    Per chunk of ESG_CHUNK receipts: facts read set-based (compliance.facts) and the stored digests read
+    once; then, in one transaction, each receipt evaluated under every pack version and only the results
+    that differ stored (_esg_store: COPY for new ones, INSERT ... ON CONFLICT (receipt, rule_pack) DO UPDATE
+    for replaced ones). A result that fails a block rule raises one ESG flag per receipt and pack version
+    (kept if an officer already dismissed it).
 
     Idempotent: evaluating the same receipts again with the same facts on the same day writes nothing —
     no row, no audit event, no flag. Unknown receipt ids are skipped.
@@ -615,9 +622,9 @@ def esg_evaluate(*, receipt_ids: Iterable[int], pack_versions: Sequence[EsgRuleP
     return run
 
 
-@dataclass(frozen=True, slots=True)
-class _EsgRow:
-    """One result to store; JSON members already as text (the facts text is shared by a receipt's packs)."""
+class _EsgRow(NamedTuple):
+    """One result to store, in the table's column order; JSON members already as text (the facts text is
+    shared by a receipt's packs, the rules and CBAM texts by every result with the same outcomes)."""
 
     receipt_id: int
     rule_pack_id: int
@@ -630,83 +637,231 @@ class _EsgRow:
     evaluated_at: datetime
 
 
-def _esg_evaluate_chunk(ids: list[int], packs: list[tuple[EsgRulePack, CompiledPack]], now: datetime) -> EsgRun:
-    proofs = receipt_proofs_bulk(ids)
-    if not proofs:
-        return EsgRun()
-    facts = [proof.facts for proof in proofs]
-    texts = [json.dumps(facts_snapshot(proof), sort_keys=True, separators=(",", ":")) for proof in proofs]
-    receipt_ids = [proof.receipt_id for proof in proofs]
-    stored = {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
-        receipt_id__in=ids_in(receipt_ids), rule_pack_id__in=[row.pk for row, _ in packs],
+def _esg_stored_digests(receipt_ids: list[int], pack_ids: list[int]) -> dict[tuple[int, int], str]:
+    """(receipt id, pack version id) -> the stored result's digest."""
+    if connection.vendor == "postgresql":
+        # Probed receipt by receipt (LATERAL ... OFFSET 0 is never turned into a join): a plan from the table's
+        # statistics goes wrong right after a pack change, when the table has just doubled.
+        with connection.cursor() as cursor:
+            sql = ("SELECT e.receipt_id, e.rule_pack_id, e.result_hash FROM unnest(%s::bigint[]) AS wanted (id) "
+                   "CROSS JOIN LATERAL (SELECT receipt_id, rule_pack_id, result_hash FROM {table} "
+                   "WHERE receipt_id = wanted.id AND rule_pack_id = ANY(%s::bigint[]) OFFSET 0) e")
+            cursor.execute(sql.format(table=_esg_table()), (receipt_ids, pack_ids))
+            return {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in cursor.fetchall()}
+    return {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
+        receipt_id__in=ids_in(receipt_ids), rule_pack_id__in=pack_ids,
     ).values_list("receipt_id", "rule_pack_id", "result_hash")}
 
-    changed: list[_EsgRow] = []
+
+def _esg_table() -> str:
+    return connection.ops.quote_name(EsgEvaluation._meta.db_table)
+
+
+def _esg_jit_off() -> None:
+    """No JIT compilation for the rest of the transaction. Each ESG statement touches a few thousand rows by
+    index, but with statistics that lag behind tables growing a chunk at a time (autovacuum late, or off)
+    their estimated cost passes jit_above_cost, and PostgreSQL then spent more compiling one (measured: 186 ms
+    of inlining and optimisation) than running it (30 ms)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('jit', 'off', true)")
+
+
+def _esg_evaluate_chunk(ids: list[int], packs: list[tuple[EsgRulePack, CompiledPack]], now: datetime) -> EsgRun:
+    with transaction.atomic():
+        _esg_jit_off()
+        rows = receipt_fact_rows(ids)
+        if not rows:
+            return EsgRun()
+        receipt_ids = [pk for pk in ids if pk in rows]
+        stored = _esg_stored_digests(receipt_ids, [row.pk for row, _ in packs])
+    results = len(receipt_ids) * len(packs)
+    proofs: list[ReceiptProof] = []
     failures: dict[tuple[int, int], tuple[int, EsgRulePack, list[str]]] = {}  # -> (proof index, version, failed)
-    for row, compiled in packs:
-        rule_ids = compiled.rule_ids
-        rules_texts: dict[tuple[str, ...], str] = {}
-        for index, result in enumerate(evaluate_many(facts, compiled, now)):
-            cbam = None if result.cbam_eur_low is None else \
-                {"eur_low": str(result.cbam_eur_low), "eur_high": str(result.cbam_eur_high)}
-            label = result.label or ""
-            digest = _digest(result.outcome, label, result.rule_outcomes, cbam, texts[index])
-            receipt_id = receipt_ids[index]
-            if stored.get((receipt_id, row.pk)) == digest:
-                continue  # already stored, and its flag (if any) raised with it
-            rules = rules_texts.get(result.rule_outcomes)
-            if rules is None:  # a pack has few distinct outcome patterns: encode each once
-                rules = rules_texts[result.rule_outcomes] = json.dumps(
-                    [{"rule_id": r, "outcome": o} for r, o in zip(rule_ids, result.rule_outcomes, strict=True)])
-            changed.append(_EsgRow(receipt_id, row.pk, result.outcome, label, rules,
-                                   None if cbam is None else json.dumps(cbam), texts[index], digest, now))
-            if result.outcome == FAIL:
-                failures[(receipt_id, row.pk)] = (index, row, [
-                    r for r, o in zip(rule_ids, result.rule_outcomes, strict=True) if o == FAIL])
-    if not changed:
-        return EsgRun(receipts=len(proofs), results=len(proofs) * len(packs))
+    changes = _esg_changes(receipt_proofs(receipt_ids, rows), packs, stored, now, proofs, failures)
+    first = next(changes, None)
+    if first is None:  # every result already stored, and its flag (if any) raised with it
+        return EsgRun(receipts=len(receipt_ids), results=results)
     with transaction.atomic(), audit_context(action="esg_evaluate"):
-        written = _esg_store(changed)
+        _esg_jit_off()
+        # The rest of the results are computed as they are stored: on PostgreSQL the server inserts the rows
+        # already sent while the next ones are evaluated.
+        written = _esg_store(itertools.chain([first], changes), stored)
         failed = [failures[key] for key in written if key in failures]
         flags = _esg_flags_raise(proofs, failed) if failed else 0
-    return EsgRun(receipts=len(proofs), results=len(proofs) * len(packs), written=len(written), flags=flags)
+    return EsgRun(receipts=len(receipt_ids), results=results, written=len(written), flags=flags)
+
+
+def _esg_changes(receipts: Iterable[ReceiptProof], packs: list[tuple[EsgRulePack, CompiledPack]],
+                 stored: dict[tuple[int, int], str], now: datetime, proofs: list[ReceiptProof],
+                 failures: dict[tuple[int, int], tuple[int, EsgRulePack, list[str]]]) -> Iterator[_EsgRow]:
+    """The results that differ from the stored ones, receipt by receipt, every pack version each; appends
+    each receipt's proof to `proofs` and each failing result to `failures` on the way."""
+    # Per pack version: its evaluator, and the texts of the outcome patterns and CBAM estimates met so far (a
+    # pack has few distinct ones: each is encoded once).
+    judges: list[tuple[EsgRulePack, int, tuple[str, ...], Callable[[ReceiptFacts], CompactResult],
+                       dict[tuple[str, ...], tuple[str, str, list[str]]], dict[tuple[str, str], tuple[str, str]]]]
+    judges = [(row, row.pk, compiled.rule_ids, compact_evaluator(compiled, now), {}, {}) for row, compiled in packs]
+    for index, proof in enumerate(receipts):
+        proofs.append(proof)
+        facts = proof.facts
+        receipt_id = proof.receipt_id
+        text = facts_snapshot_text(proof)
+        for row, pack_id, rule_ids, judge, patterns, estimates in judges:
+            result = judge(facts)
+            outcomes = result.rule_outcomes
+            pattern = patterns.get(outcomes)
+            if pattern is None:
+                pattern = patterns[outcomes] = (
+                    ",".join(outcomes),
+                    json.dumps([{"rule_id": r, "outcome": o} for r, o in zip(rule_ids, outcomes, strict=True)]),
+                    [r for r, o in zip(rule_ids, outcomes, strict=True) if o == FAIL])
+            cbam_text, cbam = "", None
+            if result.cbam_eur_low is not None:
+                amounts = (str(result.cbam_eur_low), str(result.cbam_eur_high))
+                estimate = estimates.get(amounts)
+                if estimate is None:
+                    estimate = estimates[amounts] = (
+                        "/".join(amounts), json.dumps({"eur_low": amounts[0], "eur_high": amounts[1]}))
+                cbam_text, cbam = estimate
+            label = result.label or ""
+            digest = _digest(result.outcome, label, pattern[0], cbam_text, text)
+            if stored.get((receipt_id, pack_id)) == digest:
+                continue
+            if result.outcome == FAIL:
+                failures[(receipt_id, pack_id)] = (index, row, pattern[2])
+            yield _EsgRow(receipt_id, pack_id, result.outcome, label, pattern[1], cbam, text, digest, now)
 
 
 # Set to False to store through bulk_create on PostgreSQL too (the path every other database takes).
 ESG_STORE_BY_COPY = True
+_ESG_COLUMNS: Final = ("receipt_id", "rule_pack_id", "outcome", "label", "rules", "cbam", "facts", "result_hash",
+                       "evaluated_at")
+_FLAG_COLUMNS: Final = ("kind", "status", "member_id", "receipt_id", "reference", "subject_key", "details",
+                        "opened_at", "resolution_reason")
 
 
 def _by_copy() -> bool:
     return connection.vendor == "postgresql" and ESG_STORE_BY_COPY
 
 
-def _esg_store(rows: list[_EsgRow]) -> list[tuple[int, int]]:
-    """Upsert results on (receipt, rule_pack), replacing a stored row only when its digest differs; returns
+def _esg_store(changes: Iterable[_EsgRow], stored: dict[tuple[int, int], str]) -> list[tuple[int, int]]:
+    """Store results on (receipt, rule_pack), replacing a stored row only when its digest differs; returns
     the (receipt_id, rule_pack_id) of the rows written.
 
-    Generic path: bulk_create(update_conflicts=True), i.e. INSERT ... ON CONFLICT DO UPDATE. On PostgreSQL
-    the same upsert is issued as COPY into a temporary table and one INSERT ... SELECT ... ON CONFLICT DO
-    UPDATE ... WHERE the digest differs: building and binding thousands of model rows and JSON values through
-    the ORM cost more than everything else together (bench/esg_sweep.py).
+    Generic path: bulk_create(update_conflicts=True), i.e. INSERT ... ON CONFLICT DO UPDATE. On PostgreSQL,
+    building and binding thousands of model rows and JSON values through the ORM cost more than everything
+    else together (bench/esg_sweep.py), so: results with no stored row when the digests were read (all of
+    them after a pack change) are COPied straight into the table as they come; the others are COPied into a
+    temporary table and upserted from it in one INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE the
+    digest differs. Should another worker have stored one of the new results in the meantime (a duplicate
+    delivery), the COPY's unique violation rolls back to its savepoint and they all take the upsert.
     """
-    if _by_copy():
-        columns = ("receipt_id", "rule_pack_id", "outcome", "label", "rules", "cbam", "facts", "result_hash",
-                   "evaluated_at")
-        table = connection.ops.quote_name(EsgEvaluation._meta.db_table)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[2:])
-        return _staged_insert(
-            EsgEvaluation, columns, ((r.receipt_id, r.rule_pack_id, r.outcome, r.label, r.rules, r.cbam, r.facts,
-                                      r.result_hash, r.evaluated_at) for r in rows),
+    if not _by_copy():
+        rows = list(changes)
+        EsgEvaluation.objects.bulk_create(
+            [EsgEvaluation(receipt_id=r.receipt_id, rule_pack_id=r.rule_pack_id, outcome=r.outcome, label=r.label,
+                           rules=json.loads(r.rules), cbam=None if r.cbam is None else json.loads(r.cbam),
+                           facts=json.loads(r.facts), result_hash=r.result_hash, evaluated_at=r.evaluated_at)
+             for r in rows],
+            batch_size=1000, update_conflicts=True, unique_fields=["receipt", "rule_pack"],
+            update_fields=_ESG_UPDATE_FIELDS)
+        return [(r.receipt_id, r.rule_pack_id) for r in rows]
+
+    changes = iter(changes)
+    fresh: list[_EsgRow] = []
+    upsert: list[_EsgRow] = []
+    for r in changes:
+        if (r.receipt_id, r.rule_pack_id) in stored:
+            upsert.append(r)
+        else:
+            fresh.append(r)
+            break
+    written: list[tuple[int, int]] = []
+    if fresh:
+        _audit_context_attach()
+        try:
+            # (COPY is psycopg's own: wrap_database_errors makes its errors Django's, as execute's are.)
+            with transaction.atomic(), connection.wrap_database_errors, connection.cursor() as cursor, \
+                    cursor.copy(_copy_sql(EsgEvaluation)) as copy:
+                moment = fresh[0].evaluated_at
+                stamp = moment.isoformat()
+                lines = [_esg_copy_line(fresh[0], stamp)]
+                for r in changes:
+                    if (r.receipt_id, r.rule_pack_id) in stored:
+                        upsert.append(r)
+                        continue
+                    fresh.append(r)
+                    if r.evaluated_at is not moment:
+                        moment = r.evaluated_at
+                        stamp = moment.isoformat()
+                    lines.append(_esg_copy_line(r, stamp))
+                    if len(lines) >= _COPY_BATCH:  # psycopg sends each write() at once: batch them
+                        copy.write("".join(lines))
+                        lines = []
+                copy.write("".join(lines))
+            written = [(r.receipt_id, r.rule_pack_id) for r in fresh]
+        except IntegrityError:
+            upsert = [*fresh, *upsert, *changes]
+    if upsert:
+        table = _esg_table()
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _ESG_COLUMNS[2:])
+        written += _staged_insert(
+            EsgEvaluation, _ESG_COLUMNS, upsert,
             f"ON CONFLICT (receipt_id, rule_pack_id) DO UPDATE SET {updates} "  # nosec B608 - names from model meta
             f"WHERE {table}.result_hash IS DISTINCT FROM EXCLUDED.result_hash RETURNING receipt_id, rule_pack_id")
-    EsgEvaluation.objects.bulk_create(
-        [EsgEvaluation(receipt_id=r.receipt_id, rule_pack_id=r.rule_pack_id, outcome=r.outcome, label=r.label,
-                       rules=json.loads(r.rules), cbam=None if r.cbam is None else json.loads(r.cbam),
-                       facts=json.loads(r.facts), result_hash=r.result_hash, evaluated_at=r.evaluated_at)
-         for r in rows],
-        batch_size=1000, update_conflicts=True, unique_fields=["receipt", "rule_pack"],
-        update_fields=_ESG_UPDATE_FIELDS)
-    return [(r.receipt_id, r.rule_pack_id) for r in rows]
+    return written
+
+
+_COPY_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL: Final = "\\N"
+_COPY_BATCH: Final = 250  # rows per write while streaming: ~250 kB, sent while the next ones are evaluated
+
+
+def _copy_text(text: str) -> str:
+    """A text in COPY's text format. Our JSON texts are ASCII without raw control characters, so most pass
+    untouched; the rest take COPY's backslash escapes."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return _COPY_NULL
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return _copy_text(str(value))
+
+
+def _copy_line(row: Iterable[Any]) -> str:
+    return "\t".join([_copy_field(value) for value in row]) + "\n"
+
+
+def _esg_copy_line(r: _EsgRow, stamp: str) -> str:
+    """`_copy_line(r)`, spelt out for the one row type written by the thousand; `stamp` is
+    r.evaluated_at.isoformat(), the same for a whole chunk. Outcome and digest need no escaping."""
+    cbam = _COPY_NULL if r.cbam is None else _copy_text(r.cbam)
+    return (f"{r.receipt_id:d}\t{r.rule_pack_id:d}\t{r.outcome}\t{_copy_text(r.label)}\t{_copy_text(r.rules)}\t"
+            f"{cbam}\t{_copy_text(r.facts)}\t{r.result_hash}\t{stamp}\n")
+
+
+def _copy_sql(model: type[Any], columns: Sequence[str] | None = None) -> str:
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in (columns or _ESG_COLUMNS))
+    return f"COPY {table} ({names}) FROM STDIN"
+
+
+def _audit_context_attach() -> None:
+    """pghistory attaches the audit context (who, why) to each statement through Django's execute wrappers,
+    which COPY does not pass through: attach it to the transaction beforehand, as pghistory itself would."""
+    tracker = getattr(pghistory.runtime._tracker, "value", None)
+    if tracker is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('pghistory.context_id', %s, true), "
+                       "set_config('pghistory.context_metadata', %s, true)",
+                       (str(tracker.id), json.dumps(tracker.metadata, cls=pghistory.config.json_encoder())))
 
 
 def _staged_insert(model: type[Any], columns: Sequence[str], rows: Iterable[tuple[Any, ...]],
@@ -721,12 +876,26 @@ def _staged_insert(model: type[Any], columns: Sequence[str], rows: Iterable[tupl
         # Identifiers from model meta and this module's constants; the values travel through COPY.
         cursor.execute(f"CREATE TEMPORARY TABLE esg_stage ({definition}) ON COMMIT DROP")
         with cursor.copy(f"COPY esg_stage ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            copy.write("".join([_copy_line(row) for row in rows]))
         cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM esg_stage {tail}")  # noqa: S608  # nosec B608 - table/column names from model meta, values via COPY
         returned = [tuple(row) for row in cursor.fetchall()] if "RETURNING" in tail else []
         cursor.execute("DROP TABLE esg_stage")
     return returned
+
+
+def _esg_flag_subjects(receipt_ids: list[int]) -> set[str]:
+    """The subject keys of the ESG flags (any status) on these receipts."""
+    flags = Flag.objects.filter(kind=FlagKind.ESG_FAILURE)
+    if connection.vendor != "postgresql":
+        return set(flags.filter(receipt_id__in=receipt_ids).values_list("subject_key", flat=True))
+    # Receipt by receipt, as for the stored digests (_esg_stored_digests): a plan from statistics scans every
+    # ESG flag once the table has grown faster than they were gathered.
+    with connection.cursor() as cursor:
+        sql = ("SELECT f.subject_key FROM unnest(%s::bigint[]) AS wanted (id) CROSS JOIN LATERAL "
+               "(SELECT subject_key FROM {table} WHERE receipt_id = wanted.id AND kind = %s OFFSET 0) f")
+        cursor.execute(sql.format(table=connection.ops.quote_name(Flag._meta.db_table)),
+                       (receipt_ids, FlagKind.ESG_FAILURE.value))
+        return {key for (key,) in cursor.fetchall()}
 
 
 def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRulePack, list[str]]]) -> int:
@@ -736,8 +905,7 @@ def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRule
     keyed = {esg_flag_subject(proofs[index].facts.receipt_number, row): (index, row, rules)
              for index, row, rules in failed}
     receipt_ids = sorted({proofs[index].receipt_id for index, _, _ in failed})
-    known = set(Flag.objects.filter(kind=FlagKind.ESG_FAILURE, receipt_id__in=ids_in(receipt_ids))
-                .values_list("subject_key", flat=True))
+    known = _esg_flag_subjects(receipt_ids)
     fresh = []
     for key, (index, row, rules) in keyed.items():
         if key in known:
@@ -750,13 +918,16 @@ def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRule
         return 0
     if _by_copy():
         now = timezone.now()
-        inserted = _staged_insert(
-            Flag, ("kind", "status", "member_id", "receipt_id", "reference", "subject_key", "details", "opened_at",
-                   "resolution_reason"),
-            ((FlagKind.ESG_FAILURE.value, FlagStatus.OPEN.value, member_id, receipt_id, reference, key,
-              json.dumps(details), now, "") for member_id, receipt_id, key, reference, details in fresh),
-            "ON CONFLICT DO NOTHING RETURNING id")
-        return len(inserted)
+        rows = [(FlagKind.ESG_FAILURE.value, FlagStatus.OPEN.value, member_id, receipt_id, reference, key,
+                 json.dumps(details), now, "") for member_id, receipt_id, key, reference, details in fresh]
+        try:  # the common case: no other worker raised any of these meanwhile
+            _audit_context_attach()
+            with transaction.atomic(), connection.wrap_database_errors, connection.cursor() as cursor, \
+                    cursor.copy(_copy_sql(Flag, _FLAG_COLUMNS)) as copy:
+                copy.write("".join([_copy_line(row) for row in rows]))
+            return len(rows)
+        except IntegrityError:
+            return len(_staged_insert(Flag, _FLAG_COLUMNS, rows, "ON CONFLICT DO NOTHING RETURNING id"))
     Flag.objects.bulk_create([Flag(kind=FlagKind.ESG_FAILURE, member_id=member_id, receipt_id=receipt_id,
                                    subject_key=key, reference=reference, details=details)
                               for member_id, receipt_id, key, reference, details in fresh],
