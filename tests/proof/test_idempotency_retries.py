@@ -78,7 +78,7 @@ class RetryRun:
             return Attempted(kind, -1, w.operator_client, f"/api/v1/lots/{lot.pk}/receipts", body, self._next("key"))
         active = list(Receipt.objects.filter(holder=w.traders[m], status=ReceiptStatus.ACTIVE)
                       .values_list("number", flat=True))
-        number = rng.choice(active) if active else "WR-NONE"
+        number = rng.choice(active) if active else "WR-XX-2026-000000"  # well formed, held by nobody
         return Attempted("withdrawal", m, w.clients[m], f"/api/v1/holdings/{number}/withdrawal",
                          {"destination_country": rng.choice(["CN", "DE"])}, self._next("key"))
 
