@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from receipts.models import Lot, Receipt, ReceiptNumberCounter, StockStatement, StorageIncident
+from receipts.models import Lot, Receipt, ReceiptNumberCounter, ReceiptStatus, StockStatement, StorageIncident
 
 
 def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
@@ -16,7 +16,7 @@ def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
 def order_receipts_for_update(*, holder_id: int, order_ref: str) -> QuerySet[Receipt]:
     """The receipts a sell order holds encumbered, locked in pk order (delivery takes them oldest first)."""
     return Receipt.objects.select_for_update(of=("self",)).filter(
-        holder_id=holder_id, encumbrance_ref=order_ref, status="encumbered").order_by("pk")
+        holder_id=holder_id, encumbrance_ref=order_ref, status=ReceiptStatus.ENCUMBERED).order_by("pk")
 
 
 def lot_for_update(pk: int) -> QuerySet[Lot]:
