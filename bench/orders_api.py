@@ -3,7 +3,11 @@
 Real path end to end: token authentication, Idempotency-Key, cash holds / receipt encumbrance,
 matching, DvP settlement with signed receipt events, double-entry ledger. About 30 % of orders cross.
 
-    .venv/bin/python bench/orders_api.py [--seconds 20] [--connections 8] [--workers 2]
+    .venv/bin/python bench/orders_api.py [--seconds 20] [--connections 8] [--workers 2] [--floor-seconds 10]
+
+Before the orders it measures the stack's floor on the same server: an authenticated GET of the member's
+balances (token auth, one small query, DRF rendering) driven by wrk the same way. No order path on this
+stack can beat that rate; the gap between the two is what the order path itself costs.
 
 Needs `wrk` (Debian package `wrk`). Uses its own database `ingot_bench_orders` (dropped at the end).
 """
@@ -21,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,6 +75,26 @@ function done(summary, latency, requests)
   io.write("\n")
 end
 """
+
+
+FLOOR_LUA = r"""
+local tokens = {%(tokens)s}
+local counter = 0
+function request()
+  counter = counter + 1
+  local headers = {}
+  headers["Authorization"] = "Token " .. tokens[counter %% #tokens + 1]
+  return wrk.format("GET", "/api/v1/balances", headers)
+end
+"""
+
+
+def wrk_figures(out: str) -> dict[str, Any]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pcts = dict(re.findall(r"\s+(50|75|90|99)%\s+([\d.]+\w+)", out))
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)  # the Lua counters are per wrk thread
+    return {"per_s": rps, "p50": pcts.get("50"), "p90": pcts.get("90"), "p99": pcts.get("99"),
+            "non_2xx_responses": int(non_2xx.group(1)) if non_2xx else 0}
 
 
 def psql(sql: str) -> None:
@@ -133,6 +158,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--traders", type=int, default=20)
+    parser.add_argument("--floor-seconds", type=int, default=10, help="0 skips the floor measurement")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -145,6 +171,9 @@ def main() -> None:
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     script.write(LUA % {"tokens": ",".join(f'"{t}"' for t in tokens), "sides": ",".join(f'"{s}"' for s in sides)})
     script.close()
+    floor_script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    floor_script.write(FLOOR_LUA % {"tokens": ",".join(f'"{t}"' for t in tokens)})
+    floor_script.close()
 
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "platform/gunicorn.conf.py",
@@ -152,6 +181,11 @@ def main() -> None:
         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_up(f"http://127.0.0.1:{PORT}/healthz")
+        floor_out = ""
+        if args.floor_seconds:
+            floor_out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.floor_seconds}s", "--latency",
+                                        "-s", floor_script.name, f"http://127.0.0.1:{PORT}"], check=True,
+                                       capture_output=True, text=True).stdout
         # Warm-up: fill both sides of the book and the per-process caches.
         subprocess.run(["wrk", "-t1", "-c2", "-d3s", "-s", script.name, f"http://127.0.0.1:{PORT}"],
                        check=True, capture_output=True)
@@ -166,15 +200,19 @@ def main() -> None:
 
     from trading.models import Order, Trade
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    pcts = dict(re.findall(r"\s+(50|75|90|99)%\s+([\d.]+\w+)", out))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)  # the Lua counters are per wrk thread
+    orders = wrk_figures(out)
     summary = {
-        "orders_per_s": rps, "p50": pcts.get("50"), "p90": pcts.get("90"), "p99": pcts.get("99"),
-        "non_2xx_responses": int(non_2xx.group(1)) if non_2xx else 0, "orders_total": Order.objects.count(),
+        "orders_per_s": orders["per_s"], "p50": orders["p50"], "p90": orders["p90"], "p99": orders["p99"],
+        "non_2xx_responses": orders["non_2xx_responses"], "orders_total": Order.objects.count(),
         "trades_total": Trade.objects.count(), "workers": args.workers, "connections": args.connections,
         "seconds": args.seconds,
     }
+    if floor_out:
+        floor = wrk_figures(floor_out)
+        summary["floor_authenticated_get_per_s"] = floor["per_s"]
+        summary["floor_p50"], summary["floor_p99"] = floor["p50"], floor["p99"]
+        summary["floor_non_2xx_responses"] = floor["non_2xx_responses"]
+    summary["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(out)
     print(json.dumps(summary, indent=2))
     connection.close()
