@@ -8,6 +8,7 @@ have done, and the stateful test compares the database with it after every step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from django.db import connection, transaction
+from django.db import transaction
 
 from compliance.models import ExportLicence
 from members.keys import b64url_decode
 from members.models import Member, SigningKey
 from receipts import chain
 from receipts.canonical import canonical_bytes
-from receipts.models import OPEN_STATUSES, Lot, ReceiptEvent, ReceiptStatus
+from receipts.models import OPEN_STATUSES, Lot, ReceiptStatus
 from receipts.signing import verify_bytes
 from trading.models import LIVE_ORDER_STATUSES, AccountKind, Instrument
 
@@ -116,10 +117,33 @@ _FREEZABLE = {ReceiptStatus.ACTIVE, ReceiptStatus.ENCUMBERED, ReceiptStatus.PLED
               ReceiptStatus.WITHDRAWAL_REQUESTED}
 
 
+_SNAPSHOT = {
+    "orders": "SELECT o.id, o.member_id, o.side, o.status, o.quantity_kg, o.filled_kg, o.held_amount, o.price,"
+              " o.instrument_id FROM trading_order o ORDER BY o.id",
+    "receipts": "SELECT r.id, r.number, r.parent_id, r.lot_id, r.holder_id, m.legal_id, r.status, r.quantity_kg,"
+                " r.encumbrance_ref, r.closed_at, r.frozen_from, r.last_event_seq, r.last_event_hash"
+                " FROM receipts_receipt r LEFT JOIN members_member m ON m.id = r.holder_id ORDER BY r.id",
+    "trades": "SELECT buy_order_id, sell_order_id, buyer_id, seller_id, quantity_kg, price, notional, buyer_fee,"
+              " seller_fee FROM trading_trade",
+    "accounts": "SELECT member_id, kind, available, held FROM trading_account",
+    "book": "SELECT i.id, i.book_seq, count(c.id), max(c.seq) FROM trading_instrument i"
+            " LEFT JOIN trading_bookcommand c ON c.instrument_id = i.id GROUP BY i.id, i.book_seq",
+    "licences": "SELECT l.id, l.drawn_kg, l.quantity_cap_kg, (SELECT sum(d.quantity_kg) FROM"
+                " compliance_licencedrawdown d WHERE d.licence_id = l.id) FROM compliance_exportlicence l",
+    "drawn_for_active": "SELECT 1 FROM compliance_licencedrawdown d JOIN receipts_receipt r ON r.id = d.receipt_id"
+                        " WHERE r.status = 'active' LIMIT 1",
+}
+# The signed events appended since the auditor last looked (event ids only grow on one connection; a
+# rolled-back event's id is never reused).
+_EVENTS = ("SELECT id, receipt_id, seq, kind, event, hash, signature FROM receipts_receiptevent"
+           " WHERE id > $1 ORDER BY receipt_id, seq")
+
+
 @dataclass
 class Snapshot:
-    """Every row the extra invariants, the chain audit and the model comparison read, fetched once per
-    check with a handful of queries (the stateful test checks after every step)."""
+    """Every row the invariants, the chain audit and the model comparison read, fetched once per check
+    in a single round trip: the statements of tests/invariants.py, these rows and the new chain events
+    (the stateful test checks after every step)."""
 
     orders: list[tuple[Any, ...]]  # pk, member, side, status, quantity, filled, held, price, instrument
     receipts: list[tuple[Any, ...]]  # pk, number, parent, lot, holder, legal id, status, kg, ref, closed, frozen, seq, hash
@@ -128,43 +152,32 @@ class Snapshot:
     book: list[tuple[Any, ...]]  # instrument, book_seq, commands, top seq
     licences: list[tuple[Any, ...]]  # pk, drawn, cap, ledger
     drawn_for_active: bool
+    events: list[tuple[Any, ...]]  # id, receipt, seq, kind, event (JSON text), hash, signature (JSON text)
+    events_since: int  # the event id `events` start after
+    value_results: dict[str, list[tuple[Any, ...]]]  # tests/invariants.py's statements' rows
 
     @classmethod
-    def take(cls) -> Snapshot:
-        with connection.cursor() as cursor:
-            def rows(sql: str) -> list[tuple[Any, ...]]:
-                cursor.execute(sql)
-                return cursor.fetchall()
+    def take(cls, *, events_since: int = 0) -> Snapshot:
+        from tests.invariants import fetch, value_invariant_statements
 
-            return cls(
-                orders=rows("SELECT o.id, o.member_id, o.side, o.status, o.quantity_kg, o.filled_kg, o.held_amount,"
-                            " o.price, o.instrument_id FROM trading_order o ORDER BY o.id"),
-                receipts=rows("SELECT r.id, r.number, r.parent_id, r.lot_id, r.holder_id, m.legal_id, r.status,"
-                              " r.quantity_kg, r.encumbrance_ref, r.closed_at, r.frozen_from, r.last_event_seq,"
-                              " r.last_event_hash FROM receipts_receipt r JOIN members_member m ON m.id = r.holder_id"
-                              " ORDER BY r.id"),
-                trades=rows("SELECT buy_order_id, sell_order_id, buyer_id, seller_id, quantity_kg, price, notional,"
-                            " buyer_fee, seller_fee FROM trading_trade"),
-                accounts=rows("SELECT member_id, kind, available, held FROM trading_account"),
-                book=rows("SELECT i.id, i.book_seq, count(c.id), max(c.seq) FROM trading_instrument i"
-                          " LEFT JOIN trading_bookcommand c ON c.instrument_id = i.id GROUP BY i.id, i.book_seq"),
-                licences=rows("SELECT l.id, l.drawn_kg, l.quantity_cap_kg, (SELECT sum(d.quantity_kg) FROM"
-                              " compliance_licencedrawdown d WHERE d.licence_id = l.id) FROM compliance_exportlicence l"),
-                drawn_for_active=bool(rows(
-                    "SELECT 1 FROM compliance_licencedrawdown d JOIN receipts_receipt r ON r.id = d.receipt_id"
-                    " WHERE r.status = 'active' LIMIT 1")),
-            )
+        value = value_invariant_statements()
+        results = fetch({**value, **_SNAPSHOT, "events": _EVENTS}, {"events": [events_since]})
+        return cls(**{name: results[name] for name in _SNAPSHOT if name != "drawn_for_active"},
+                   drawn_for_active=bool(results["drawn_for_active"]), events=results["events"],
+                   events_since=events_since, value_results={name: results[name] for name in value})
 
 
 class ChainAuditor:
     """Replays every receipt's signed chain (hash links, transition map, signatures) and compares the
-    state the chain implies with the receipt row. Incremental: only new events are replayed, so it
-    can run after every step of a long stateful run."""
+    state the chain implies with every receipt row. Incremental: only events new since the last check
+    are replayed (the snapshot fetches just those), so it can run after every step of a long stateful
+    run; the comparison with the rows is redone for every receipt each time."""
 
     def __init__(self) -> None:
         self.states: dict[int, chain.ReceiptState] = {}
         self.keys: dict[str, Ed25519PublicKey] = {}
         self.events_checked = 0
+        self.last_event_id = 0
 
     def _key(self, kid: str) -> Ed25519PublicKey:
         if kid not in self.keys:
@@ -173,30 +186,37 @@ class ChainAuditor:
             self.keys[kid] = Ed25519PublicKey.from_public_bytes(b64url_decode(row))
         return self.keys[kid]
 
+    def snapshot(self) -> Snapshot:
+        """A snapshot carrying the events this auditor has not replayed yet."""
+        return Snapshot.take(events_since=self.last_event_id)
+
     def check(self, snapshot: Snapshot | None = None) -> None:
-        snapshot = snapshot or Snapshot.take()
+        snapshot = snapshot or self.snapshot()
+        assert snapshot.events_since <= self.last_event_id, "snapshot misses events this auditor never saw"
         rows = {r[0]: r for r in snapshot.receipts}
-        stale = [pk for pk, r in rows.items() if pk not in self.states or self.states[pk].seq != r[11]]
-        if not stale:
-            return
-        since = {pk: self.states[pk].seq if pk in self.states else 0 for pk in stale}
-        events: dict[int, list[ReceiptEvent]] = defaultdict(list)
-        for event in ReceiptEvent.objects.filter(receipt_id__in=stale, seq__gt=min(since.values())).order_by(
-                "receipt_id", "seq"):
-            if event.seq > since[event.receipt_id]:
-                events[event.receipt_id].append(event)
-        for pk in sorted(stale):  # parents before their parts: a part's pk is always larger
-            _, number, parent_id, _, _, legal_id, status, quantity, ref, _, _, seq, head = rows[pk]
+        events: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+        for event in snapshot.events:
+            if event[0] > self.last_event_id:
+                events[event[1]].append(event)
+        for pk in sorted(events):  # parents before their parts: a part's pk is always larger
+            assert pk in rows, f"events of receipt {pk}, which has no row"
+            number, parent_id = rows[pk][1], rows[pk][2]
             state = self.states.get(pk)
             parent = self.states.get(parent_id) if parent_id else None
-            for event in events[pk]:
-                document = event.event
-                assert verify_bytes(canonical_bytes(document), event.signature, self._key(event.signature["kid"])), \
-                    f"{number} seq {event.seq}: signature does not verify"
-                state = chain.apply_event(state, document, parent=parent)
-                assert state.head == event.hash, f"{number} seq {event.seq}: stored hash differs"
-                assert event.kind == document["kind"] and event.seq == document["seq"]
+            for event_id, _, seq, kind, document, stored_hash, signature in events[pk]:
+                document, signature = _json(document), _json(signature)
+                raw = canonical_bytes(document)
+                assert verify_bytes(raw, signature, self._key(signature["kid"])), \
+                    f"{number} seq {seq}: signature does not verify"
+                state = chain.apply_event(state, document, hash=hashlib.sha256(raw).hexdigest(), parent=parent)
+                assert state.head == stored_hash, f"{number} seq {seq}: stored hash differs"
+                assert kind == document["kind"] and seq == document["seq"]
+                self.last_event_id = max(self.last_event_id, event_id)
                 self.events_checked += 1
+            assert state is not None
+            self.states[pk] = state
+        for pk, (_, number, _, _, _, legal_id, status, quantity, ref, _, _, seq, head) in rows.items():
+            state = self.states.get(pk)
             assert state is not None, f"{number} has no events"
             assert (state.seq, state.head) == (seq, head), f"{number}: row says seq {seq}, chain has {state.seq}"
             assert state.status == status, f"{number}: row {status}, chain {state.status}"
@@ -206,14 +226,19 @@ class ChainAuditor:
                 assert ref == state.order, f"{number}: order {ref} differs from its chain's {state.order}"
             if status == ReceiptStatus.PLEDGED:
                 assert state.loan is not None and ref == f"loan:{state.loan[1]}", f"{number}: loan differs"
-            self.states[pk] = state
+        assert len(self.states) == len(rows), "the auditor replayed chains of receipts that no longer exist"
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the ORM would give it (Django's PostgreSQL backend reads jsonb as text)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def assert_more_invariants(snapshot: Snapshot | None = None, auditor: ChainAuditor | None = None) -> None:
     """What DESIGN.md §6 implies beyond tests/invariants.py: reservations match what the orders still
     need, the book is never crossed, no member trades with itself, fees and drawdowns add up, receipt
     rows agree with their signed chains."""
-    snapshot = snapshot or Snapshot.take()
+    snapshot = snapshot or (auditor.snapshot() if auditor is not None else Snapshot.take())
     live_sells: dict[int, Decimal] = {}
     book: dict[tuple[int, str], list[Decimal]] = defaultdict(list)
     filled_by_order: dict[int, Decimal] = {}
