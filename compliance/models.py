@@ -13,7 +13,7 @@ from django_countries.fields import CountryField
 
 from compliance.audit import audited
 from members.models import Member
-from receipts.models import MASS, Metal, Receipt, ReceiptEvent
+from receipts.models import MASS, Lot, Metal, Receipt, ReceiptEvent
 
 # --- sanctions / denied-party screening -------------------------------------------------
 
@@ -357,6 +357,42 @@ class EsgEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.receipt_id} / {self.rule_pack_id}: {self.outcome}"
+
+
+class EsgLotFacts(models.Model):
+    """What the ESG rules read from a lot's attestations, one narrow row per lot: for each kind, the id of
+    the attestation that counts (the latest; a Deprecated PACT footprint skipped) and the few document
+    members the rules use, as the JSON text they hold (compliance.facts turns them into facts).
+
+    A projection of receipts_attestation kept by the database, in the transaction that writes it: triggers
+    on that table (migration 0005, `compliance_esg_lot_facts_refresh`) recompute the rows of the lots a
+    statement touched, whatever wrote it (attestation_submit, an import, a repair), so an ESG sweep reads
+    this small table instead of every document (compliance.facts._facts_sql). PostgreSQL only: elsewhere
+    the facts are read from the attestations themselves (compliance.facts._fact_rows_orm)."""
+
+    # NULL is "the document has no such member" and differs from an empty string, which the facts keep as
+    # such (an empty smelter id is judged, and snapshotted, as ""): hence null=True on the text fields.
+    lot = models.OneToOneField(Lot, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    assay_id = models.BigIntegerField(null=True)
+    assay_issued_at = models.TextField(null=True, help_text="issuedAt")  # noqa: DJ001
+    footprint_id = models.BigIntegerField(null=True)
+    footprint_pcf = models.TextField(null=True, help_text="pcf.pcfExcludingBiogenicUptake")  # noqa: DJ001
+    footprint_unit = models.TextField(null=True, help_text="pcf.declaredUnitOfMeasurement")  # noqa: DJ001
+    footprint_mass_per_unit = models.TextField(null=True, help_text="pcf.productMassPerDeclaredUnit")  # noqa: DJ001
+    footprint_verifier = models.TextField(null=True, help_text="pcf.verification.providerName")  # noqa: DJ001
+    footprint_standard = models.TextField(null=True, help_text="pcf.verification.standardName")  # noqa: DJ001
+    recycled_id = models.BigIntegerField(null=True)
+    recycled_pre_consumer = models.TextField(null=True, help_text="preConsumerShare")  # noqa: DJ001
+    recycled_post_consumer = models.TextField(null=True, help_text="postConsumerShare")  # noqa: DJ001
+    origin_id = models.BigIntegerField(null=True)
+    origin_smelter = models.TextField(null=True, help_text="smelterId")  # noqa: DJ001
+
+    class Meta:
+        verbose_name = "ESG facts of a lot"
+        verbose_name_plural = "ESG facts of lots"
+
+    def __str__(self) -> str:
+        return f"ESG facts of lot {self.lot_id}"
 
 
 # --- audit trail of other apps' models --------------------------------------------------------

@@ -26,7 +26,14 @@ from compliance import errors
 from compliance.audit import audit_context
 from compliance.esg import FAIL, CompactResult, CompiledPack, ReceiptFacts, compact_evaluator, pack_canonical
 from compliance.export_control import is_export_controlled
-from compliance.facts import ReceiptProof, facts_snapshot_text, ids_in, receipt_fact_rows, receipt_proofs
+from compliance.facts import (
+    ReceiptProof,
+    facts_snapshot_text,
+    ids_in,
+    pg_bigint_array,
+    receipt_fact_rows,
+    receipt_proofs,
+)
 from compliance.lock_objects import (
     active_screening_list_for_update,
     end_use_declarations_for_update,
@@ -646,7 +653,7 @@ def _esg_stored_digests(receipt_ids: list[int], pack_ids: list[int]) -> dict[tup
             sql = ("SELECT e.receipt_id, e.rule_pack_id, e.result_hash FROM unnest(%s::bigint[]) AS wanted (id) "
                    "CROSS JOIN LATERAL (SELECT receipt_id, rule_pack_id, result_hash FROM {table} "
                    "WHERE receipt_id = wanted.id AND rule_pack_id = ANY(%s::bigint[]) OFFSET 0) e")
-            cursor.execute(sql.format(table=_esg_table()), (receipt_ids, pack_ids))
+            cursor.execute(sql.format(table=_esg_table()), (pg_bigint_array(receipt_ids), pack_ids))
             return {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in cursor.fetchall()}
     return {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
         receipt_id__in=ids_in(receipt_ids), rule_pack_id__in=pack_ids,
@@ -657,19 +664,32 @@ def _esg_table() -> str:
     return connection.ops.quote_name(EsgEvaluation._meta.db_table)
 
 
-def _esg_jit_off() -> None:
-    """No JIT compilation for the rest of the transaction. Each ESG statement touches a few thousand rows by
-    index, but with statistics that lag behind tables growing a chunk at a time (autovacuum late, or off)
-    their estimated cost passes jit_above_cost, and PostgreSQL then spent more compiling one (measured: 186 ms
-    of inlining and optimisation) than running it (30 ms)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+def _esg_transaction_settings(*, owned: bool) -> None:
+    """Settings for the rest of an ESG transaction (SET LOCAL: they end with it).
+
+    No JIT compilation: each ESG statement touches a few thousand rows by index, but with statistics that lag
+    behind tables growing a chunk at a time (autovacuum late, or off) their estimated cost passes
+    jit_above_cost, and PostgreSQL then spent more compiling one (measured: 186 ms of inlining and
+    optimisation) than running it (30 ms).
+
+    With `owned` (the transaction is this service's own, not a caller's), asynchronous commit: the commit
+    returns without waiting for its WAL (megabytes per chunk) to reach the disk. What it writes is derived
+    state only (results, their flags and audit events, all recomputed from the facts): a crash within the
+    next fraction of a second may lose them, never corrupt them, and the receipts left without a result
+    under an active pack version are found again by `pending_work_sweep`. Never in a caller's transaction,
+    whose own writes may be money or title."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        if owned:
+            cursor.execute("SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)")
+        else:
             cursor.execute("SELECT set_config('jit', 'off', true)")
 
 
 def _esg_evaluate_chunk(ids: list[int], packs: list[tuple[EsgRulePack, CompiledPack]], now: datetime) -> EsgRun:
     with transaction.atomic():
-        _esg_jit_off()
+        _esg_transaction_settings(owned=False)
         rows = receipt_fact_rows(ids)
         if not rows:
             return EsgRun()
@@ -682,8 +702,9 @@ def _esg_evaluate_chunk(ids: list[int], packs: list[tuple[EsgRulePack, CompiledP
     first = next(changes, None)
     if first is None:  # every result already stored, and its flag (if any) raised with it
         return EsgRun(receipts=len(receipt_ids), results=results)
+    owned = not connection.in_atomic_block
     with transaction.atomic(), audit_context(action="esg_evaluate"):
-        _esg_jit_off()
+        _esg_transaction_settings(owned=owned)
         # The rest of the results are computed as they are stored: on PostgreSQL the server inserts the rows
         # already sent while the next ones are evaluated.
         written = _esg_store(itertools.chain([first], changes), stored)
@@ -894,7 +915,7 @@ def _esg_flag_subjects(receipt_ids: list[int]) -> set[str]:
         sql = ("SELECT f.subject_key FROM unnest(%s::bigint[]) AS wanted (id) CROSS JOIN LATERAL "
                "(SELECT subject_key FROM {table} WHERE receipt_id = wanted.id AND kind = %s OFFSET 0) f")
         cursor.execute(sql.format(table=connection.ops.quote_name(Flag._meta.db_table)),
-                       (receipt_ids, FlagKind.ESG_FAILURE.value))
+                       (pg_bigint_array(receipt_ids), FlagKind.ESG_FAILURE.value))
         return {key for (key,) in cursor.fetchall()}
 
 
