@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from receipts.canonical import canonical_bytes, parse_utc
+from receipts.canonical import canonical_bytes, is_plain, parse_utc, plain_canonical_bytes
 from receipts.catalogue import COUNTRIES, ELEMENT_SET, PROPERTY_NAME, Grade, parse_grade
 from receipts.chain import (
     ATTESTATION_TYPES,
@@ -621,6 +621,11 @@ class _Verifier:
         self.attestation_digests: list[str | None] = []
         self.assay_profiles: dict[int, AssayProfile] = {}
         self.grade_spec_hash: str | None = None
+        self.plain = False  # the whole bundle passed the structural check once: parts skip it
+
+    def canonical(self, obj: Any) -> bytes:
+        """Canonical bytes of a part of the bundle (ProofError if it has none)."""
+        return plain_canonical_bytes(obj) if self.plain else canonical_bytes(obj)
 
     def add(self, name: str, ok: bool, detail: str) -> bool:
         self.checks.append(_new_check(Check, (name, ok, detail)))  # NamedTuple without its Python-level __new__
@@ -823,6 +828,7 @@ class _Verifier:
         if not self.add("format", not problems, "; ".join(problems) or BUNDLE_FORMAT):
             return
         bundle = self.bundle
+        self.plain = is_plain(bundle)
         self._load_keys()
 
         # Chains, root first: ancestors then the receipt's own chain.
@@ -853,7 +859,7 @@ class _Verifier:
             for index, sealed in enumerate(chain, start=1):
                 event = sealed["event"]
                 try:
-                    message: bytes | None = canonical_bytes(event)
+                    message: bytes | None = self.canonical(event)
                 except ProofError:
                     message = None
                 seq = event.get("seq")
@@ -969,7 +975,7 @@ class _Verifier:
                 self.assay_profiles[id(doc)] = validated.profile
             self.add(f"{label}: document", not errors, "; ".join(errors) or "well-formed")
             try:
-                message: bytes | None = canonical_bytes(doc)
+                message: bytes | None = self.canonical(doc)
             except ProofError:
                 message = None
             signed_at = parse_utc(doc.get(DOCUMENT_TIME[kind]))
@@ -992,7 +998,7 @@ class _Verifier:
             self.add("bindings", False, "the root chain does not open with an issued event")
             return
         bundle = self.bundle
-        lot_hash = _hash_or_none(bundle["lot"])
+        lot_hash = self._hash_or_none(bundle["lot"])
         self.add(
             "binding: lot",
             lot_hash is not None and data.get("lot_hash") == lot_hash,
@@ -1000,7 +1006,7 @@ class _Verifier:
             "the lot differs from the one bound at issue",
         )
         spec = bundle["grade_spec"]
-        spec_hash = self.grade_spec_hash = None if spec is None else _hash_or_none(spec)
+        spec_hash = self.grade_spec_hash = None if spec is None else self._hash_or_none(spec)
         ok = data.get("grade_spec_hash") == spec_hash and (spec is None or spec_hash is not None)
         self.add(
             "binding: grade spec",
@@ -1026,6 +1032,12 @@ class _Verifier:
             if ok
             else "attestations differ from those bound at issue (changed, missing or added)",
         )
+
+    def _hash_or_none(self, obj: Any) -> str | None:
+        try:
+            return hashlib.sha256(self.canonical(obj)).hexdigest()
+        except ProofError:
+            return None
 
     def _check_receipt(self, state: ReceiptState | None) -> None:
         if state is None:
@@ -1107,7 +1119,7 @@ class _Verifier:
         bundle = self.bundle
         exported_at = parse_utc(bundle["exported_at"])
         try:
-            message: bytes | None = canonical_bytes(seal_payload(bundle))
+            message: bytes | None = self.canonical(seal_payload(bundle))
         except ProofError:
             message = None
         ok, detail, _, cleared = self._signature(message, bundle["seal"], roles=PLATFORM_ROLES, signed_at=exported_at)
@@ -1122,11 +1134,6 @@ def _kg(value: Any) -> Decimal:
     return Decimal(value)
 
 
-def _hash_or_none(obj: Any) -> str | None:
-    try:
-        return hashlib.sha256(canonical_bytes(obj)).hexdigest()
-    except ProofError:
-        return None
 
 
 def _attestation_digest(

@@ -22,6 +22,7 @@ with hypothesis. Documents nested deeper than orjson's limit (254) are refused.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
@@ -38,43 +39,54 @@ _INT_MAX = 2**53 - 1
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
 
-def _is_plain(obj: Any) -> bool:
-    """Fast structural test: only exact dicts with str keys, lists, str, safe ints,
-    bools and None. Anything else (floats, Decimals, tuples, subclasses, big ints) goes
-    to the slow, path-reporting walk, which either accepts it or says exactly where it
-    fails. No path bookkeeping here: this runs on every verification."""
+_PLAIN_TYPES = frozenset({dict, list, str, int, bool, type(None)})
+_MAX_DEPTH = 255  # deeper than orjson's limit (254): such a document goes the slow way
+_referents = gc.get_referents
+
+
+def _is_plain_walk(obj: Any) -> bool:
+    """The structural test in plain Python, for an interpreter whose traversal `_is_plain_levels`
+    cannot rely on (it also checks keys and the integer range)."""
     kind = type(obj)
     if kind is dict:
-        for key, value in obj.items():
-            if type(key) is not str:
-                return False
-            value_kind = type(value)
-            if value_kind is str or value_kind is bool or value is None:
-                continue
-            if value_kind is int:
-                if -_INT_MAX <= value <= _INT_MAX:
-                    continue
-                return False
-            if not _is_plain(value):
-                return False
-        return True
+        return all(type(key) is str and _is_plain_walk(value) for key, value in obj.items())
     if kind is list:
-        for value in obj:
-            value_kind = type(value)
-            if value_kind is str or value_kind is bool or value is None:
-                continue
-            if value_kind is int:
-                if -_INT_MAX <= value <= _INT_MAX:
-                    continue
-                return False
-            if not _is_plain(value):
-                return False
-        return True
-    if kind is str or kind is bool or obj is None:
-        return True
+        return all(_is_plain_walk(value) for value in obj)
     if kind is int:
         return -_INT_MAX <= obj <= _INT_MAX
+    return kind is str or kind is bool or obj is None
+
+
+def _is_plain_levels(obj: Any) -> bool:
+    """Fast structural test: only exact dicts, lists, str, int, bool and None, anywhere in the tree.
+    Anything else (floats, Decimals, tuples, subclasses) sends the document to the slow,
+    path-reporting walk, which either accepts it or says exactly where it fails.
+
+    It goes level by level with C-speed steps instead of a Python call per node: the types of
+    a whole level in one `set(map(type, ...))`, and the next level from `gc.get_referents`,
+    which lists what the C traversal of a dict (its values, and its keys unless they are all
+    str) or a list (its items) visits. Dict keys and the integer range are not looked at here:
+    orjson refuses non-str keys and, with OPT_STRICT_INTEGER, integers outside +-(2**53 - 1).
+    A tree deeper than _MAX_DEPTH (or one that refers to itself) is not plain."""
+    level = [obj]
+    for _ in range(_MAX_DEPTH):
+        kinds = set(map(type, level))
+        if not kinds <= _PLAIN_TYPES:
+            return False
+        if dict not in kinds and list not in kinds:
+            return True
+        level = _referents(*level)
     return False
+
+
+def _levels_see_everything() -> bool:
+    # `gc.get_referents` reports what tp_traverse visits; CPython 3.11's dict and list visit every
+    # value and item. Should an interpreter skip atomic ones, fall back to the Python walk.
+    probe: Any = {"a": [{"b": "c", "d": [1, None, True]}], "e": {"f": {"g": 1.5}}}
+    return not _is_plain_levels(probe) and _is_plain_levels({"a": [{"b": "c", "d": [1, None, True]}]})
+
+
+_is_plain = _is_plain_levels if _levels_see_everything() else _is_plain_walk
 
 
 def _walk(obj: Any, path: str) -> None:
@@ -132,19 +144,13 @@ _ASTRAL_UTF8 = re.compile(b"[\xf0-\xf4]")
 def canonical_bytes(obj: Any) -> bytes:
     """RFC 8785 canonical UTF-8 bytes of `obj` (see the module docstring for what is
     refused and why)."""
-    try:
-        plain = _is_plain(obj)
-    except RecursionError as exc:
-        raise ProofError(NOT_CANONICALISABLE, "the document is nested too deeply (or refers to itself)", {}) from exc
-    if plain:
+    if _is_plain(obj):
         try:
-            data = _orjson_dumps(obj, option=_ORJSON_OPTIONS)
-        except orjson.JSONEncodeError as exc:  # lone surrogates; nesting deeper than orjson's limit
-            raise ProofError(NOT_CANONICALISABLE, f"not canonicalisable: {exc}", {}) from exc
-        if not data.isascii() and _ASTRAL_UTF8.search(data):
-            return reference_canonical_bytes(obj)
-        return data
-    _walk(obj, "$")  # raises with the location, or accepts tuples and subclasses
+            return plain_canonical_bytes(obj)
+        except ProofError:
+            _located(obj)  # a non-str key or an unsafe integer: say where
+            raise
+    _located(obj)  # raises with the location, or accepts tuples and subclasses
     text = _ENCODE(obj)
     if not text.isascii() and _ASTRAL.search(text):
         return reference_canonical_bytes(obj)
@@ -152,6 +158,33 @@ def canonical_bytes(obj: Any) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ProofError(NOT_CANONICALISABLE, "a string holds a lone surrogate (not UTF-8 encodable)", {}) from exc
+
+
+def _located(obj: Any) -> None:
+    try:
+        _walk(obj, "$")
+    except RecursionError as exc:
+        raise ProofError(NOT_CANONICALISABLE, "the document is nested too deeply (or refers to itself)", {}) from exc
+
+
+def is_plain(obj: Any) -> bool:
+    """Whether `obj` holds only dicts, lists, str, int, bool and None (its keys and integer
+    range are checked when it is encoded). A caller that has checked a whole tree may encode
+    any part of it with `plain_canonical_bytes`."""
+    return _is_plain(obj)
+
+
+def plain_canonical_bytes(obj: Any) -> bytes:
+    """`canonical_bytes` of a part of a tree that passed `is_plain` (the bundle verifier checks
+    a bundle once instead of once per signed part). Non-str keys, unsafe integers, lone
+    surrogates and over-deep nesting are still refused here, by orjson."""
+    try:
+        data = _orjson_dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError as exc:  # orjson.JSONEncodeError: key not str, integer out of range, surrogate, depth
+        raise ProofError(NOT_CANONICALISABLE, f"not canonicalisable: {exc}", {}) from exc
+    if not data.isascii() and _ASTRAL_UTF8.search(data):
+        return reference_canonical_bytes(obj)
+    return data
 
 
 # Characters above U+FFFF, in the stdlib encoder's text output.

@@ -300,3 +300,66 @@ def test_weak_secret_is_refused() -> None:
     with pytest.raises(ProofError) as caught:
         encrypt_private_key(private_key, b"short")
     assert caught.value.code == "weak_secret"
+
+
+def _types_only(obj: Any) -> bool:
+    """What the level-by-level check decides: exact JSON container and scalar types anywhere
+    (keys and the integer range are left to the encoder)."""
+    if type(obj) is dict:
+        return all(_types_only(value) for value in obj.values())
+    if type(obj) is list:
+        return all(_types_only(value) for value in obj)
+    return type(obj) in (str, int, bool, type(None))
+
+
+class _Text(str):
+    pass
+
+
+mixed_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | json_text | st.floats(allow_nan=True)
+    | st.decimals(allow_nan=False, places=2) | st.builds(_Text, json_text),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(json_text, children, max_size=4)
+    | st.tuples(children) | st.dictionaries(st.integers(0, 9), children, max_size=2),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(mixed_values)
+def test_level_check_sees_every_value_the_walk_sees(doc: Any) -> None:
+    from receipts.canonical import _is_plain_levels
+
+    assert _is_plain_levels(doc) == _types_only(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mixed_values)
+def test_every_document_gets_rfc8785_bytes_or_a_proof_error(doc: Any) -> None:
+    try:
+        expected: bytes | None = reference_canonical_bytes(doc)
+    except ProofError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ProofError):
+            canonical_bytes(doc)
+    else:
+        assert canonical_bytes(doc) == expected
+
+
+def test_a_float_deep_in_an_untracked_dict_is_found() -> None:
+    # Dicts of atomic values may be untracked by the garbage collector; the traversal must see them anyway.
+    doc = {"a": [{"b": {"c": {"d": 1.5}}}]}
+    with pytest.raises(ProofError) as caught:
+        canonical_bytes(doc)
+    assert caught.value.code == "float_in_signed_document"
+    assert "$.a[0].b.c.d" in caught.value.message
+
+
+def test_unsafe_integer_and_non_string_key_errors_still_say_where() -> None:
+    with pytest.raises(ProofError) as caught:
+        canonical_bytes({"a": [2**60]})
+    assert caught.value.details == {"path": "$.a[0]"}
+    with pytest.raises(ProofError) as caught:
+        canonical_bytes({"a": {3: "x"}})
+    assert caught.value.details == {"path": "$.a"}
