@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -41,7 +42,7 @@ def reason_action(*, name: str, description: str, apply: Callable[[Any, HttpRequ
             **modeladmin.admin_site.each_context(request),
             "title": description, "action": name, "queryset": queryset, "form": form,
             "opts": modeladmin.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         })
 
     action.__name__ = name

@@ -11,6 +11,12 @@ from members.models import KycDecision, KycStatus, Member, MemberRole, SigningKe
 from members.services import member_set_kyc_status, signing_key_revoke
 
 
+def _officer(request: HttpRequest) -> User:
+    """The admin site only serves authenticated staff, so the user is a real User."""
+    assert isinstance(request.user, User)
+    return request.user
+
+
 class MemberRoleInline(admin.TabularInline):
     model = MemberRole
     extra = 0
@@ -36,10 +42,10 @@ class MemberAdmin(admin.ModelAdmin):
     actions = [
         reason_action(name="approve_kyc", description="Approve KYC",
                       apply=lambda m, r, why: member_set_kyc_status(
-                          member=m, status=KycStatus.APPROVED, decided_by=r.user, reason=why)),
+                          member=m, status=KycStatus.APPROVED, decided_by=_officer(r), reason=why)),
         reason_action(name="suspend_member", description="Suspend member",
                       apply=lambda m, r, why: member_set_kyc_status(
-                          member=m, status=KycStatus.SUSPENDED, decided_by=r.user, reason=why)),
+                          member=m, status=KycStatus.SUSPENDED, decided_by=_officer(r), reason=why)),
     ]
 
 

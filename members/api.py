@@ -73,7 +73,8 @@ class SigningKeyListCreateView(APIView):
 
     class InputSerializer(serializers.Serializer):
         public_key = serializers.JSONField(help_text="base64url raw key (32 bytes), an OKP/Ed25519 JWK, or a PEM")
-        label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        # A field called `label` shadows Field.label in the stubs; the API name stays.
+        label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")  # type: ignore[assignment]
         valid_from = serializers.DateTimeField(required=False)
         valid_to = serializers.DateTimeField(required=False)
 

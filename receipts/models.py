@@ -4,6 +4,7 @@ signed, hash-chained event history, stock statements, and the platform's own sig
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any, TypedDict
 
 from django.db import models
 from django.db.models import F, Q
@@ -11,9 +12,17 @@ from django_countries.fields import CountryField
 
 from members.models import Member, SigningKey
 
+
+class DecimalPrecision(TypedDict):
+    """`**MASS` into a DecimalField: typed, so the checker knows what the two keywords are."""
+
+    max_digits: int
+    decimal_places: int
+
+
 # One place for the precision of metal mass in the database: kilograms to the gram.
-MASS = {"max_digits": 18, "decimal_places": 3}
-PERCENT = {"max_digits": 12, "decimal_places": 7}
+MASS: DecimalPrecision = {"max_digits": 18, "decimal_places": 3}
+PERCENT: DecimalPrecision = {"max_digits": 12, "decimal_places": 7}
 
 
 class Metal(models.Model):
@@ -97,7 +106,8 @@ class StorageIncident(models.Model):
     location = models.CharField(max_length=50)
     reading = models.ForeignKey(StorageReading, on_delete=models.PROTECT, related_name="incidents")
     breaches = models.JSONField(help_text="Each limit broken: metal, quantity, measured, limit.")
-    receipts = models.ManyToManyField("Receipt", related_name="storage_incidents", blank=True)
+    receipts: models.ManyToManyField[Receipt, Any] = models.ManyToManyField(
+        "Receipt", related_name="storage_incidents", blank=True)
     opened_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     closed_reason = models.TextField(blank=True)

@@ -85,6 +85,7 @@ class AccountAdmin(ReadOnlyAdmin):
         if request.method == "POST" and form.is_valid():
             service = cash_deposit if direction == "deposit" else cash_withdraw
             try:
+                assert account.member is not None  # kind="member": a member account
                 service(member=account.member, currency=account.currency, amount=form.cleaned_data["amount"],
                         by=request.user, reason=form.cleaned_data["reason"])  # type: ignore[arg-type]
             except (ApplicationError, InvalidOperation) as exc:

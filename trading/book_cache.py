@@ -8,6 +8,8 @@ because its in-memory state may hold orders the database never saw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import cast
 
 from django.db import transaction
 
@@ -36,7 +38,7 @@ def _rebuild(instrument: Instrument) -> CachedBook:
                                     order_type=OrderType.LIMIT, tif="GTC")
                .order_by("book_seq").values_list("pk", "member_id", "side", "price", "quantity_kg", "filled_kg"))
     book = OrderBook.restore(
-        (pk, member_id, side, to_ticks(price, instrument), to_units(qty - filled))
+        (pk, member_id, side, to_ticks(cast(Decimal, price), instrument), to_units(qty - filled))  # limits: priced
         for pk, member_id, side, price, qty, filled in resting)
     return CachedBook(book=book, seq=instrument.book_seq)
 

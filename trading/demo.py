@@ -84,7 +84,7 @@ def ensure_end_use_declarations() -> None:
                 continue
             declaration = end_use_declaration_submit(
                 member=member, metal=metal, end_user=end_user, end_use=use,
-                destination_country=member.country.code, valid_from=today - timedelta(days=1),
+                destination_country=str(member.country), valid_from=today - timedelta(days=1),
                 valid_to=today + timedelta(days=365))
             end_use_declaration_decide(declaration=declaration, status=DeclarationStatus.APPROVED, decided_by=None,
                                        reason="DEMO: approved at load")

@@ -8,11 +8,11 @@ from django.db.models import Q
 
 from compliance.audit import audited
 from members.models import Member
-from receipts.models import MASS, Grade
+from receipts.models import MASS, DecimalPrecision, Grade
 
 # Money precision, in one place: amounts to the cent (of the instrument currency), prices to 1e-4.
-MONEY = {"max_digits": 20, "decimal_places": 2}
-PRICE = {"max_digits": 18, "decimal_places": 4}
+MONEY: DecimalPrecision = {"max_digits": 20, "decimal_places": 2}
+PRICE: DecimalPrecision = {"max_digits": 18, "decimal_places": 4}
 
 
 class InstrumentStatus(models.TextChoices):

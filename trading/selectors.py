@@ -42,8 +42,8 @@ def depth(instrument: Instrument, levels: int = 10) -> dict[str, list[dict[str, 
     bids = sorted(((r["price"], r["quantity"]) for r in rows if r["side"] == Side.BUY), reverse=True)[:levels]
     asks = sorted((r["price"], r["quantity"]) for r in rows if r["side"] == Side.SELL)[:levels]
 
-    def fmt(side: list[tuple[Decimal, Decimal]]) -> list[dict[str, str]]:
-        return [{"price": f"{p.normalize():f}", "quantity_kg": f"{q:.3f}"} for p, q in side]
+    def fmt(side: list[tuple[Decimal | None, Any]]) -> list[dict[str, str]]:
+        return [{"price": f"{p.normalize():f}", "quantity_kg": f"{q:.3f}"} for p, q in side if p is not None]
 
     return {"bids": fmt(bids), "asks": fmt(asks)}
 

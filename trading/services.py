@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -281,7 +281,8 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
     """Settle every fill of `execution` and close what finished, inside the order's transaction: trades in one
     insert, receipts to the buyers (signed events), then every journal entry of the order (its hold, one per
     trade, releases) in one `post_many`, then the orders."""
-    maker_ids = {fill.maker_id for fill in execution.fills} | set(execution.cancelled)
+    # The engine takes any hashable id; this service gives it order primary keys.
+    maker_ids = {cast(int, fill.maker_id) for fill in execution.fills} | {cast(int, pk) for pk in execution.cancelled}
     orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")} if maker_ids else {}
     orders[taker.pk] = taker
     fees_account: Account | None = None
@@ -294,7 +295,7 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
 
     trades: list[Trade] = []
     for fill in execution.fills:
-        maker = orders[fill.maker_id]
+        maker = orders[cast(int, fill.maker_id)]
         buy, sell = (taker, maker) if taker.side == Side.BUY else (maker, taker)
         quantity = to_kg(fill.quantity)
         price = to_price(fill.price, instrument)
@@ -325,7 +326,8 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             touched.add(order.pk)
         result.trades.append(trade)
 
-    for cancelled_id in execution.cancelled:  # resting orders of the same owner, removed by self-trade prevention
+    for cancelled in execution.cancelled:  # resting orders of the same owner, removed by self-trade prevention
+        cancelled_id = cast(int, cancelled)
         order = orders[cancelled_id]
         order.status = OrderStatus.CANCELLED
         order.cancel_reason = "self-trade prevention"

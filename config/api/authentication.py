@@ -3,16 +3,17 @@ request needs all three (views call `require_member`), so DRF's default would co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+from rest_framework.authtoken.models import Token
 
 
 class MemberTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        model = self.get_model()
+        model = cast("type[Token]", self.get_model())
         try:
             token = model.objects.select_related("user__member").get(key=key)
         except model.DoesNotExist:

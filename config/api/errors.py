@@ -86,8 +86,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = error_body(code, _flatten_message(exc.detail), {"fields": exc.detail})
     else:
         details: dict[str, Any] = {}
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            details["retry_after_seconds"] = int(exc.wait)
+        wait = getattr(exc, "wait", None)  # Throttled's seconds to wait (not in the stubs)
+        if isinstance(exc, exceptions.Throttled) and wait is not None:
+            details["retry_after_seconds"] = int(wait)
         response.data = error_body(code, str(exc.detail), details)
     return response
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
@@ -33,7 +33,7 @@ class IngotAutoSchema(AutoSchema):
                 parameter["allowEmptyValue"] = True
         return operation
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+    def _get_response_bodies(self, direction: Literal["request", "response"] = "response") -> dict[str, Any]:
         bodies = super()._get_response_bodies(direction)
         error_statuses = ["400", "401", "403", "404", "429"]
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -45,7 +45,7 @@ class IngotAutoSchema(AutoSchema):
                 bodies[status] = self._get_response_for_code(ErrorSerializer, status, direction=direction)
         return bodies
 
-    def get_serializer_name(self, serializer: Any, direction: str) -> str:
+    def get_serializer_name(self, serializer: Any, direction: Literal["request", "response"]) -> str:
         # Views nest InputSerializer / OutputSerializer (HackSoft style); name the component after
         # the view that owns it so two views' InputSerializers never collide.
         cls = serializer.__class__
