@@ -647,9 +647,20 @@ class _EsgRow(NamedTuple):
 def _esg_stored_digests(receipt_ids: list[int], pack_ids: list[int]) -> dict[tuple[int, int], str]:
     """(receipt id, pack version id) -> the stored result's digest."""
     if connection.vendor == "postgresql":
-        # Probed receipt by receipt (LATERAL ... OFFSET 0 is never turned into a join): a plan from the table's
-        # statistics goes wrong right after a pack change, when the table has just doubled.
+        lowest, highest = min(receipt_ids), max(receipt_ids)
         with connection.cursor() as cursor:
+            if highest - lowest < 4 * len(receipt_ids):
+                # Dense ids (a sweep's chunk): one walk along the (receipt, rule_pack) index over their span instead
+                # of a descent per receipt (measured: 13-16 ms -> 2 ms per 5,000); rows of receipts in the span but
+                # not asked for are dropped here.
+                wanted = set(receipt_ids)
+                sql = ("SELECT receipt_id, rule_pack_id, result_hash FROM {table} "
+                       "WHERE receipt_id BETWEEN %s AND %s AND rule_pack_id = ANY(%s::bigint[])")
+                cursor.execute(sql.format(table=_esg_table()), (lowest, highest, pack_ids))
+                return {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in cursor.fetchall()
+                        if receipt_id in wanted}
+            # Scattered ids: probed receipt by receipt (LATERAL ... OFFSET 0 is never turned into a join): a plan
+            # from the table's statistics goes wrong right after a pack change, when the table has just doubled.
             sql = ("SELECT e.receipt_id, e.rule_pack_id, e.result_hash FROM unnest(%s::bigint[]) AS wanted (id) "
                    "CROSS JOIN LATERAL (SELECT receipt_id, rule_pack_id, result_hash FROM {table} "
                    "WHERE receipt_id = wanted.id AND rule_pack_id = ANY(%s::bigint[]) OFFSET 0) e")

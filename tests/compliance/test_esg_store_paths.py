@@ -19,7 +19,7 @@ from compliance import facts as facts_module
 from compliance import services
 from compliance.esg import ReceiptFacts
 from compliance.facts import ReceiptProof, facts_snapshot, facts_snapshot_text, receipt_proofs_bulk
-from compliance.models import EsgEvaluation, Flag, FlagKind
+from compliance.models import EsgEvaluation, EsgRulePack, Flag, FlagKind
 from compliance.services import esg_evaluate
 from receipts import services as receipt_services
 from receipts.models import Attestation, Receipt, StorageIncident
@@ -184,3 +184,18 @@ def test_any_text_survives_the_copy_and_a_rerun_writes_nothing(by_copy: bool, mo
     for row in EsgEvaluation.objects.filter(receipt=goods):
         assert row.facts == facts_snapshot(proof)
     assert esg_evaluate(receipt_ids=[goods.pk]).written == 0
+
+
+@pytest.mark.django_db
+def test_stored_digests_read_along_a_dense_span_or_probed_one_by_one_agree() -> None:
+    world = EsgWorld()
+    receipts = [world.proven_receipt() for _ in range(4)]
+    esg_evaluate(receipt_ids=[r.pk for r in receipts[:3]])
+    packs = list(EsgRulePack.objects.filter(active=True).values_list("pk", flat=True))
+    asked = [receipts[0].pk, receipts[2].pk, receipts[3].pk]  # receipts[1] lies in the span and is not asked for
+    dense = services._esg_stored_digests(asked, packs)
+    sparse = services._esg_stored_digests([*asked, 10**12], packs)  # too wide a span: probed one by one
+    assert dense == sparse
+    expected = {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
+        receipt_id__in=asked).values_list("receipt_id", "rule_pack_id", "result_hash")}
+    assert dense == expected and len(dense) == 2 * len(packs)
