@@ -247,7 +247,8 @@ class EsgEvaluationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="failed rules")
     def failed_rules(self, evaluation: EsgEvaluation) -> str:
-        return ", ".join(r["rule_id"] for r in evaluation.rules or [] if r.get("outcome") == "fail")
+        outcomes = evaluation.rule_outcomes(esg_compiled_pack(evaluation.rule_pack).rule_ids)
+        return ", ".join(rule_id for rule_id, outcome in outcomes.items() if outcome == "fail")
 
     @admin.display(description="rules: measured vs required")
     def rules_explained(self, evaluation: EsgEvaluation) -> str:

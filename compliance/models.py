@@ -3,6 +3,7 @@ export licences and their drawdown ledger, and the audit trail of members, recei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pgtrigger
@@ -335,7 +336,7 @@ class EsgEvaluation(models.Model):
     rule_pack = models.ForeignKey(EsgRulePack, on_delete=models.PROTECT, related_name="evaluations", db_index=False)
     outcome = models.CharField(max_length=4, choices=EsgOutcome.choices)
     label = models.CharField(max_length=40, blank=True, help_text="The pack's label, when earned.")
-    rules = models.JSONField(help_text='Per rule, in the pack\'s order: {"rule_id", "outcome"}.')
+    rules = models.JSONField(help_text="Each rule's outcome, in the order of the pack version's rules.")
     cbam = models.JSONField(null=True, blank=True, help_text="EU CBAM estimate, when the pack has a policy.")
     facts = models.JSONField(default=dict, blank=True,
                              help_text="The receipt facts judged, and the attestation ids they were read from.")
@@ -357,6 +358,12 @@ class EsgEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.receipt_id} / {self.rule_pack_id}: {self.outcome}"
+
+    def rule_outcomes(self, rule_ids: Sequence[str]) -> dict[str, str]:
+        """rule id -> outcome. `rules` holds the outcomes alone, in the order of the pack version's rules
+        (`rule_ids`, e.g. compliance.services.esg_compiled_pack(version).rule_ids): the ids are the version's,
+        so repeating them in every row only made a sweep write a third more."""
+        return {rule_id: outcome for rule_id, outcome in zip(rule_ids, self.rules or [], strict=False)}
 
 
 class EsgLotFacts(models.Model):

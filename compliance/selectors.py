@@ -162,10 +162,10 @@ def esg_rules_explained(evaluation: EsgEvaluation, pack: CompiledPack, number: s
                                                                                            dict[str, Any] | None]:
     """Every rule of a stored result with measured vs required, regenerated from its stored facts and the
     pack version at the date it was judged (esg.evaluate is pure: the same inputs give the same text)."""
-    stored = {r["rule_id"]: r["outcome"] for r in evaluation.rules}
+    stored = evaluation.rule_outcomes(pack.rule_ids)
     if not evaluation.facts:
-        return [{**r, "kind": "", "severity": "", "measured": "", "required": "", "message": ""}
-                for r in evaluation.rules], evaluation.cbam
+        return [{"rule_id": rule_id, "outcome": outcome, "kind": "", "severity": "", "measured": "", "required": "",
+                 "message": ""} for rule_id, outcome in stored.items()], evaluation.cbam
     result = evaluate(facts_from_snapshot(number, evaluation.facts), pack, now=evaluation.evaluated_at)
     rules = [{"rule_id": r.rule_id, "kind": r.kind, "severity": r.severity,
               "outcome": stored.get(r.rule_id, r.outcome), "measured": r.measured, "required": r.required,

@@ -683,17 +683,22 @@ def _esg_transaction_settings(*, owned: bool) -> None:
     jit_above_cost, and PostgreSQL then spent more compiling one (measured: 186 ms of inlining and
     optimisation) than running it (30 ms).
 
-    With `owned` (the transaction is this service's own, not a caller's), asynchronous commit: the commit
-    returns without waiting for its WAL (megabytes per chunk) to reach the disk. What it writes is derived
-    state only (results, their flags and audit events, all recomputed from the facts): a crash within the
-    next fraction of a second may lose them, never corrupt them, and the receipts left without a result
-    under an active pack version are found again by `pending_work_sweep`. Never in a caller's transaction,
-    whose own writes may be money or title."""
+    When the transaction is this service's own (`owned`), not a caller's:
+
+    - more work_mem: the audit triggers on results and flags read the rows a statement inserted from a
+      transition table, kept in memory up to work_mem and spilled to a temporary file beyond it (the default
+      4 MB is less than one chunk's results, ~5 MB);
+    - asynchronous commit: the commit returns without waiting for its WAL (megabytes per chunk) to reach the
+      disk. What it writes is derived state only (results, their flags and audit events, all recomputed from
+      the facts): a crash within the next fraction of a second may lose them, never corrupt them, and the
+      receipts left without a result under an active pack version are found again by `pending_work_sweep`.
+      Never in a caller's transaction, whose own writes may be money or title."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
         if owned:
-            cursor.execute("SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)")
+            cursor.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', '32MB', true), "
+                           "set_config('synchronous_commit', 'off', true)")
         else:
             cursor.execute("SELECT set_config('jit', 'off', true)")
 
@@ -746,7 +751,7 @@ def _esg_changes(receipts: Iterable[ReceiptProof], packs: list[tuple[EsgRulePack
             if pattern is None:
                 pattern = patterns[outcomes] = (
                     ",".join(outcomes),
-                    json.dumps([{"rule_id": r, "outcome": o} for r, o in zip(rule_ids, outcomes, strict=True)]),
+                    json.dumps(list(outcomes), separators=(",", ":")),
                     [r for r, o in zip(rule_ids, outcomes, strict=True) if o == FAIL])
             cbam_text, cbam = "", None
             if result.cbam_eur_low is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.db import connection, transaction
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
@@ -199,3 +200,52 @@ def test_stored_digests_read_along_a_dense_span_or_probed_one_by_one_agree() -> 
     expected = {(receipt_id, pack_id): digest for receipt_id, pack_id, digest in EsgEvaluation.objects.filter(
         receipt_id__in=asked).values_list("receipt_id", "rule_pack_id", "result_hash")}
     assert dense == expected and len(dense) == 2 * len(packs)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL settings")
+def test_only_the_service_s_own_transaction_commits_asynchronously(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = EsgWorld()
+    goods = world.proven_receipt()
+    seen: list[tuple[str, str]] = []
+    store = services._esg_store
+
+    def spy(*args: Any) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('synchronous_commit'), current_setting('work_mem')")
+            seen.append(cursor.fetchone())
+        return store(*args)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        [server_work_mem] = cursor.fetchone()
+    monkeypatch.setattr(services, "_esg_store", spy)
+    esg_evaluate(receipt_ids=[goods.pk])
+    with transaction.atomic():  # a caller's transaction (say, one that moves title) keeps its durability
+        EsgEvaluation.objects.filter(receipt=goods).delete()
+        esg_evaluate(receipt_ids=[goods.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+    assert seen == [("off", "32MB"), ("on", server_work_mem)]
+
+
+@pytest.mark.django_db
+def test_results_stored_with_rule_ids_are_rewritten_to_outcomes_by_the_migration() -> None:
+    import importlib
+
+    migration = importlib.import_module("compliance.migrations.0006_esg_rule_outcomes_compact")
+    world = EsgWorld()
+    failing = world.proven_receipt(smelter=None)
+    esg_evaluate(receipt_ids=[failing.pk])
+    row = EsgEvaluation.objects.select_related("rule_pack").get(receipt=failing, rule_pack__pack_id="base")
+    rule_ids = services.esg_compiled_pack(row.rule_pack).rule_ids
+    compact = row.rules
+    assert "fail" in compact and len(compact) == len(rule_ids)
+    EsgEvaluation.objects.filter(pk=row.pk).update(
+        rules=[{"rule_id": r, "outcome": o} for r, o in zip(rule_ids, compact, strict=True)])  # as before 0006
+    with connection.schema_editor() as editor:
+        migration.to_outcomes(apps, editor)
+    row.refresh_from_db()
+    assert row.rules == compact
+    assert row.rule_outcomes(rule_ids) == dict(zip(rule_ids, compact, strict=True))
