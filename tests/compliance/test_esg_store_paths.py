@@ -249,3 +249,21 @@ def test_results_stored_with_rule_ids_are_rewritten_to_outcomes_by_the_migration
     row.refresh_from_db()
     assert row.rules == compact
     assert row.rule_outcomes(rule_ids) == dict(zip(rule_ids, compact, strict=True))
+
+
+@pytest.mark.django_db
+def test_flags_copied_hold_what_the_orm_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = EsgWorld()
+    written = {}
+    for by_copy in (True, False):
+        monkeypatch.setattr(services, "ESG_STORE_BY_COPY", by_copy)
+        failing = world.proven_receipt(smelter=None, footprint="999", standard='odd \\ "std"\t1')
+        esg_evaluate(receipt_ids=[failing.pk])
+        written[by_copy] = [
+            {**row, "receipt_id": row["receipt_id"] == failing.pk, "member_id": row["member_id"] == failing.holder_id,
+             "reference": row["reference"].replace(failing.number, "N"),
+             "subject_key": row["subject_key"].replace(failing.number, "N")}
+            for row in Flag.objects.filter(receipt=failing).order_by("subject_key").values(
+                "kind", "status", "member_id", "receipt_id", "reference", "subject_key", "details",
+                "resolution_reason", "resolved_by_id", "resolved_at", "screening_entry_id")]
+    assert written[True] == written[False] and len(written[True]) == 3  # three packs fail it
