@@ -25,7 +25,13 @@ What it does:
 5. Phase "real worker": a new version of the pack is synced (as after a pack edit), which enqueues
    `esg_evaluate_all` on commit; a real `celery worker` (prefork, --concurrency) fans out and evaluates
    every chunk; timed from the sync until the last result row is in the database (polled every 0.1 s through
-   one receipt per chunk, then confirmed by counting every result).
+   one receipt per chunk, then confirmed by counting every result). Also printed: the CPU seconds the worker
+   processes and their PostgreSQL backends used meanwhile (read from /proc), which say what the sweep costs
+   whatever else the machine is running.
+
+The facts come from `compliance_esglotfacts`, the per-lot projection the database keeps from the attestations
+(triggers on receipts_attestation): the COPY of step 2 fills it like any other write, and a world built before
+that table existed gets it filled by the migration run on the copy (some seconds, before anything is timed).
 
 With `--reuse-world` (for iterating), the built world (step 2, before any pack) is kept as the template database
 `ingot_bench_esg_world_<receipts>x<per-lot>` and later runs with the same sizes copy it instead of building it again
@@ -337,6 +343,77 @@ def cpu_meter() -> Any:
     return lambda: (time.process_time() - python_start, backend_cpu() - backend_start)
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process on this host has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class BackendMeter:
+    """CPU seconds used by the PostgreSQL backends of the bench database that were not connected when it
+    started (the server runs on this host): the postmaster's children are listed every 20 ms and each new
+    backend's CPU is read until it exits. Celery closes a task's connection when the task ends, so a
+    backend can exit up to 20 ms after its last reading: a slight undercount."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            [backend] = cursor.fetchone()
+        self.postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        self.ignored: set[int] = set(self._children())
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _children(self) -> list[int]:
+        text = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text()
+        return [int(pid) for pid in text.split()]
+
+    def _run(self) -> None:
+        marker = f" {DB_NAME} ".encode()
+        while not self.stop.wait(0.02):
+            for pid in self._children():
+                if pid in self.ignored:
+                    continue
+                if pid not in self.seen:
+                    try:
+                        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if marker not in title:
+                        if title.startswith(b"postgres: "):  # another database's (else: not yet titled)
+                            self.ignored.add(pid)
+                        continue
+                cpu = _process_cpu(pid)
+                if cpu:
+                    self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+
+    def total(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return sum(self.seen.values())
+
+
 def phase_in_process(count: int) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -406,6 +483,9 @@ def phase_worker(count: int, concurrency: int) -> None:
         while not app.control.ping(timeout=0.5):
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise RuntimeError("the Celery worker did not come up")
+        workers = [worker.pid, *_children(worker.pid)]
+        worker_cpu = sum(_process_cpu(pid) for pid in workers)
+        backends = BackendMeter()
         started = time.perf_counter()
         pack = activate_bench_pack(2, reevaluate=True)  # on commit: esg_evaluate_all -> chunk tasks
         done = 0
@@ -418,9 +498,14 @@ def phase_worker(count: int, concurrency: int) -> None:
             elapsed = time.perf_counter() - started
             done = EsgEvaluation.objects.filter(rule_pack=pack).count()  # short: not the chunks expected, go on
         rate = count / elapsed
+        database_cpu = backends.total()  # the backends the worker's tasks opened (the bench's own is left out)
+        python_cpu = sum(_process_cpu(pid) for pid in workers) - worker_cpu
         print(f"real worker (pack v2 synced -> esg_evaluate_all -> chunk tasks, prefork x{concurrency}): "
               f"{count:,} receipts in {elapsed:.2f} s = {rate:,.0f} receipts/s "
               f"(goal >= 10,000) -> {'OK' if rate >= 10_000 else 'BELOW GOAL'}")
+        print(f"  CPU: worker processes {python_cpu:.2f} s, their PostgreSQL backends {database_cpu:.2f} s "
+              f"({(python_cpu + database_cpu) / elapsed:.2f} of {os.cpu_count()} cores busy on average; "
+              f"load average now {os.getloadavg()[0]:.1f})")
     finally:
         worker.terminate()
         worker.wait(timeout=30)
