@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, cast
 
 import pghistory
 import pghistory.config
@@ -959,7 +959,7 @@ def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRule
         details_texts: dict[tuple[Any, ...], str] = {}
         rows = []
         for member_id, receipt_id, key, reference, details in fresh:
-            pattern = (details["rule_pack"], *details["failed_rules"])
+            pattern: tuple[Any, ...] = (details["rule_pack"], *cast(list[str], details["failed_rules"]))
             text = details_texts.get(pattern)
             if text is None:
                 text = details_texts[pattern] = json.dumps(details)
