@@ -14,24 +14,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from compliance import facts as facts_module
-from compliance.facts import ReceiptProof, facts_snapshot_text, receipt_proofs_bulk
+from compliance.facts import receipt_proofs_bulk
 from compliance.models import EsgLotFacts
 from receipts.models import Attestation, Receipt
-from tests.factories.compliance import EsgWorld, origin_doc
+from tests.factories.compliance import EsgWorld, origin_doc, proofs_both_ways
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the projection is PostgreSQL's")
-
-
-def both_reads(ids: list[int], monkeypatch: pytest.MonkeyPatch) -> list[ReceiptProof]:
-    """The proofs read through the projection, after checking them against the ORM read of the attestations."""
-    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", False)
-    by_orm = receipt_proofs_bulk(ids)
-    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", True)
-    by_sql = receipt_proofs_bulk(ids)
-    assert by_sql == by_orm
-    assert [facts_snapshot_text(p) for p in by_sql] == [facts_snapshot_text(p) for p in by_orm]
-    return by_sql
 
 
 @pytest.mark.django_db
@@ -42,20 +30,20 @@ def test_updates_deletes_and_moves_by_other_means_keep_the_lot_facts(monkeypatch
     origin = Attestation.objects.get(lot=goods.lot, kind="origin")
     later = world.attest(goods.lot, "origin", origin_doc(goods.lot, smelter_id="CID123456", issued_days_ago=3))
     ids = [goods.pk, other.pk]
-    assert [p.facts.origin_smelter_id for p in both_reads(ids, monkeypatch)] == ["CID123456", "CID900102"]
+    assert [p.facts.origin_smelter_id for p in proofs_both_ways(ids, monkeypatch)] == ["CID123456", "CID900102"]
 
     # A bulk update() rewrites the document that counts.
     Attestation.objects.filter(pk=later.pk).update(document={**later.document, "smelterId": "CID654321"})
-    assert [p.facts.origin_smelter_id for p in both_reads(ids, monkeypatch)] == ["CID654321", "CID900102"]
+    assert [p.facts.origin_smelter_id for p in proofs_both_ways(ids, monkeypatch)] == ["CID654321", "CID900102"]
 
     # Deleted, the one before it counts again.
     Attestation.objects.filter(pk=later.pk).delete()
-    [proof, _] = both_reads(ids, monkeypatch)
+    [proof, _] = proofs_both_ways(ids, monkeypatch)
     assert (proof.facts.origin_smelter_id, proof.attestations["origin"]) == ("CID900101", origin.pk)
 
     # Moved to the other lot: both lots change.
     Attestation.objects.filter(pk=origin.pk).update(lot_id=other.lot_id, created_at=timezone.now())
-    assert [p.facts.origin_smelter_id for p in both_reads(ids, monkeypatch)] == [None, "CID900101"]
+    assert [p.facts.origin_smelter_id for p in proofs_both_ways(ids, monkeypatch)] == [None, "CID900101"]
     assert EsgLotFacts.objects.get(lot_id=goods.lot_id).origin_id is None
 
 
@@ -71,7 +59,7 @@ def test_one_statement_writing_many_lots_refreshes_each(monkeypatch: pytest.Monk
                                           "declaredUnitOfMeasurement": "kilogram"}})
             for n, r in enumerate(receipts)]
     Attestation.objects.bulk_create(rows)  # one INSERT for the three lots
-    proofs = both_reads([r.pk for r in receipts], monkeypatch)
+    proofs = proofs_both_ways([r.pk for r in receipts], monkeypatch)
     assert [str(p.facts.footprint_kgco2e_per_kg) for p in proofs] == ["1.5", "2.5", "3.5"]
     assert not any(p.facts.footprint_verified for p in proofs)
 

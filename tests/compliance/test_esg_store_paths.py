@@ -16,7 +16,6 @@ from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compliance import facts as facts_module
 from compliance import services
 from compliance.esg import ReceiptFacts
 from compliance.facts import ReceiptProof, facts_snapshot, facts_snapshot_text, receipt_proofs_bulk
@@ -24,7 +23,7 @@ from compliance.models import EsgEvaluation, EsgRulePack, Flag, FlagKind
 from compliance.services import esg_evaluate
 from receipts import services as receipt_services
 from receipts.models import Attestation, Receipt, StorageIncident
-from tests.factories.compliance import EsgWorld, footprint_document, origin_doc
+from tests.factories.compliance import EsgWorld, footprint_document, origin_doc, proofs_both_ways
 
 # --- the facts text -----------------------------------------------------------------------------------
 
@@ -54,15 +53,6 @@ def test_the_facts_text_is_the_json_of_the_snapshot(proof: ReceiptProof) -> None
 
 
 # --- facts: one SQL statement or the ORM --------------------------------------------------------------
-
-def both_reads(ids: list[int], monkeypatch: pytest.MonkeyPatch) -> list[ReceiptProof]:
-    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", True)
-    by_sql = receipt_proofs_bulk(ids)
-    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", False)
-    by_orm = receipt_proofs_bulk(ids)
-    assert by_sql == by_orm
-    assert [facts_snapshot_text(p) for p in by_sql] == [facts_snapshot_text(p) for p in by_orm]
-    return by_sql
 
 
 def written_by_other_means(like: Attestation, document: Any) -> Attestation:
@@ -105,7 +95,7 @@ def test_the_sql_read_gives_the_facts_the_orm_reads_give(monkeypatch: pytest.Mon
     written_by_other_means(origin, ["CID900101"])  # not an object at all
 
     ids = [odd.pk, named.pk, hot.pk, piece.pk, replaced.pk, bare.pk, proven.pk, 10**12, proven.pk]
-    got = {p.receipt_id: p.facts for p in both_reads(ids, monkeypatch)}
+    got = {p.receipt_id: p.facts for p in proofs_both_ways(ids, monkeypatch)}
     assert list(got) == [odd.pk, named.pk, hot.pk, piece.pk, replaced.pk, bare.pk, proven.pk]
     assert got[proven.pk].footprint_kgco2e_per_kg == Decimal("12.4") and got[proven.pk].origin_smelter_id
     assert got[bare.pk].footprint_kgco2e_per_kg is None and got[bare.pk].assay_issued_on is not None

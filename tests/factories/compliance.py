@@ -177,3 +177,18 @@ class EsgWorld(ReceiptWorld):
         lot = self.proven_lot(mass=lot_kwargs.pop("mass", quantity), depositor=holder, **lot_kwargs)
         return receipt_services.receipt_issue(lot=lot, holder=holder or lot.depositor, quantity_kg=Decimal(quantity),
                                               issued_by=self.operator)
+
+
+def proofs_both_ways(ids: list[int], monkeypatch: Any) -> list[Any]:
+    """The receipts' proofs read by the one SQL statement (over the lot-facts projection) and by the ORM,
+    after checking that the two reads agree, facts snapshot text included."""
+    from compliance import facts as facts_module
+    from compliance.facts import facts_snapshot_text, receipt_proofs_bulk
+
+    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", False)
+    by_orm = receipt_proofs_bulk(ids)
+    monkeypatch.setattr(facts_module, "FACTS_BY_SQL", True)
+    by_sql = receipt_proofs_bulk(ids)
+    assert by_sql == by_orm
+    assert [facts_snapshot_text(p) for p in by_sql] == [facts_snapshot_text(p) for p in by_orm]
+    return by_sql
