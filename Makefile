@@ -40,10 +40,12 @@ typecheck: $(STAMP)
 # The proof suites (DESIGN §6, issue 8): the single-variant scenarios in tests/proof, then every long
 # variant (`@pytest.mark.proof`, skipped by `make test`). Each scenario appends a JSON line to var/proof/;
 # bench/proof_report.py prints them as one table (scenario, runs, failures, figures). Fails if a run failed.
+# The stateful model test's CI variant (200 x 30) is left out here: its 2,000 x 50 long variant runs below.
 proof: $(STAMP)
 	rm -rf var/proof
 	status=0; \
-	INGOT_PROOF=1 $(PY) -m pytest -q tests/proof -m 'not proof' || status=1; \
+	INGOT_PROOF=1 $(PY) -m pytest -q tests/proof -m 'not proof' \
+		--deselect tests/proof/test_stateful.py::test_stateful_market_keeps_every_invariant || status=1; \
 	INGOT_PROOF=1 $(PY) -m pytest -q -m proof || status=1; \
 	echo; $(PY) bench/proof_report.py; \
 	exit $$status

@@ -103,6 +103,28 @@ class ExampleTransaction:
         self._atomic.__exit__(None, None, None)
 
 
+def vacuum_rolled_back_rows() -> float:
+    """VACUUM the test database from a second connection; returns the seconds it took.
+
+    Every example's rows are rolled back with its savepoint, but the test transaction itself stays open,
+    so PostgreSQL never counts those dead rows and autovacuum never comes. Seen in a 2,000 x 50 run: after
+    700 examples receipts_receipt had grown to ~1,000 pages for a few dozen live rows and one scan of it
+    took 11 ms (0.2 ms after a VACUUM); the invariant statements scan it several times per check. VACUUM
+    from another session may remove them (rows written by an aborted subtransaction are dead to everyone)
+    and runs beside the open transaction (its lock does not conflict with row writes; TRUNCATE false: the
+    trailing pages stay, no attempt at the exclusive lock)."""
+    from django.db import connection
+
+    started = time.monotonic()
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("VACUUM (TRUNCATE false)")
+    finally:
+        other.close()
+    return time.monotonic() - started
+
+
 # --- the invariants tests/invariants.py does not (yet) check -----------------------------------------
 
 _REF_PATTERN = {

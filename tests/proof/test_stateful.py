@@ -65,6 +65,7 @@ from tests.proof.state_model import (
     kg,
     proof_scenario,
     seed_from_env,
+    vacuum_rolled_back_rows,
 )
 from trading import book_cache
 from trading.ledger import cash_deposit
@@ -142,6 +143,9 @@ class IngotMachine(RuleBasedStateMachine):
     timings: defaultdict[str, float] = defaultdict(float)
     rule_seconds: defaultdict[str, float] = defaultdict(float)
     rule_counts: Counter[str] = Counter()
+    progress: Callable[[int], None] | None = None  # told every `progress_every` examples (long runs)
+    progress_every = 100
+    vacuum_every = 50  # examples between VACUUMs of what they rolled back (see vacuum_rolled_back_rows)
 
     def __init__(self) -> None:
         started = time.perf_counter()
@@ -176,6 +180,11 @@ class IngotMachine(RuleBasedStateMachine):
         if self.steps_run >= self.steps_per_example:
             IngotMachine.stats["examples_full_length"] += 1
         IngotMachine.timings["example_rollback"] += time.perf_counter() - started
+        examples = IngotMachine.stats["examples"]
+        if examples % IngotMachine.vacuum_every == 0:
+            IngotMachine.timings["vacuum"] += vacuum_rolled_back_rows()
+        if IngotMachine.progress is not None and examples % IngotMachine.progress_every == 0:
+            IngotMachine.progress(examples)
 
     # -- helpers --
 
@@ -568,6 +577,13 @@ def run_stateful(capsys: pytest.CaptureFixture[str], *, examples: int, steps: in
     IngotMachine.rule_seconds = defaultdict(float)
     IngotMachine.rule_counts = Counter()
     IngotMachine.steps_per_example = steps
+    started = time.monotonic()
+
+    def progress(done: int) -> None:
+        with capsys.disabled():
+            print(f"[stateful {examples} x {steps}] {done} examples, {time.monotonic() - started:.0f} s", flush=True)
+
+    IngotMachine.progress = progress
     with proof_scenario(STATEFUL, variant=variant) as out:
         try:
             # _min_steps: every example runs all its steps (by default hypothesis may end one early, and
