@@ -17,7 +17,8 @@ sort by UTF-16 code units in RFC 8785 but by code points in orjson, which differ
 characters above U+FFFF. So: a fast structural type check (orjson would write floats,
 which we refuse), orjson, and any output holding such a character is redone by `rfc8785`
 itself. tests/receipts/test_signing.py proves the equivalence against `rfc8785.dumps`
-with hypothesis. Documents nested deeper than orjson's limit (254) are refused.
+with hypothesis. A document nested deeper than the structural check looks (255 levels)
+takes the slow path: the located walk and the stdlib encoder.
 """
 
 from __future__ import annotations
@@ -44,21 +45,9 @@ _MAX_DEPTH = 255  # deeper than orjson's limit (254): such a document goes the s
 _referents = gc.get_referents
 
 
-def _is_plain_walk(obj: Any) -> bool:
-    """The structural test in plain Python, for an interpreter whose traversal `_is_plain_levels`
-    cannot rely on (it also checks keys and the integer range)."""
-    kind = type(obj)
-    if kind is dict:
-        return all(type(key) is str and _is_plain_walk(value) for key, value in obj.items())
-    if kind is list:
-        return all(_is_plain_walk(value) for value in obj)
-    if kind is int:
-        return -_INT_MAX <= obj <= _INT_MAX
-    return kind is str or kind is bool or obj is None
-
-
-def _is_plain_levels(obj: Any) -> bool:
+def is_plain(obj: Any) -> bool:
     """Fast structural test: only exact dicts, lists, str, int, bool and None, anywhere in the tree.
+    A caller that has checked a whole tree may encode any part of it with `plain_canonical_bytes`.
     Anything else (floats, Decimals, tuples, subclasses) sends the document to the slow,
     path-reporting walk, which either accepts it or says exactly where it fails.
 
@@ -79,14 +68,12 @@ def _is_plain_levels(obj: Any) -> bool:
     return False
 
 
-def _levels_see_everything() -> bool:
-    # `gc.get_referents` reports what tp_traverse visits; CPython 3.11's dict and list visit every
-    # value and item. Should an interpreter skip atomic ones, fall back to the Python walk.
-    probe: Any = {"a": [{"b": "c", "d": [1, None, True]}], "e": {"f": {"g": 1.5}}}
-    return not _is_plain_levels(probe) and _is_plain_levels({"a": [{"b": "c", "d": [1, None, True]}]})
-
-
-_is_plain = _is_plain_levels if _levels_see_everything() else _is_plain_walk
+# `gc.get_referents` reports what tp_traverse visits; CPython 3.11's dict and list visit every value and
+# item (the project is pinned to 3.11). An interpreter that skipped atomic ones would let floats through
+# unseen: refuse to start rather than sign what cannot be canonicalised.
+if is_plain({"e": {"f": {"g": 1.5}}}) or not is_plain({"a": [{"b": "c", "d": [1, None, True]}]}):
+    raise RuntimeError("gc.get_referents does not visit every dict value on this interpreter: "
+                       "receipts.canonical's structural check must be rewritten for it")
 
 
 def _walk(obj: Any, path: str) -> None:
@@ -124,11 +111,7 @@ def _walk(obj: Any, path: str) -> None:
     )
 
 
-def _refuse(obj: Any) -> None:
-    raise TypeError(f"{type(obj).__name__} is not JSON")
-
-
-# Documents that pass `_is_plain` are encoded by orjson: for that subset (str keys, str, safe int,
+# Documents that pass `is_plain` are encoded by orjson: for that subset (str keys, str, safe int,
 # bool, None, dict, list) its sorted, compact output with raw UTF-8 and JSON's short escapes is
 # byte for byte RFC 8785 (tests/receipts/test_signing.py checks it against rfc8785.dumps with
 # hypothesis), and it costs about an eighth of the stdlib's C encoder with sorted keys. Anything
@@ -137,14 +120,15 @@ _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _orjson_dumps = orjson.dumps
 
 # A 4-byte UTF-8 sequence is a character above U+FFFF: the only place Python's code-point key
-# order and RFC 8785's UTF-16 order can disagree.
+# order and RFC 8785's UTF-16 order can disagree. The same characters in the stdlib encoder's text.
 _ASTRAL_UTF8 = re.compile(b"[\xf0-\xf4]")
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
 def canonical_bytes(obj: Any) -> bytes:
     """RFC 8785 canonical UTF-8 bytes of `obj` (see the module docstring for what is
     refused and why)."""
-    if _is_plain(obj):
+    if is_plain(obj):
         try:
             return plain_canonical_bytes(obj)
         except ProofError:
@@ -167,13 +151,6 @@ def _located(obj: Any) -> None:
         raise ProofError(NOT_CANONICALISABLE, "the document is nested too deeply (or refers to itself)", {}) from exc
 
 
-def is_plain(obj: Any) -> bool:
-    """Whether `obj` holds only dicts, lists, str, int, bool and None (its keys and integer
-    range are checked when it is encoded). A caller that has checked a whole tree may encode
-    any part of it with `plain_canonical_bytes`."""
-    return _is_plain(obj)
-
-
 def plain_canonical_bytes(obj: Any) -> bytes:
     """`canonical_bytes` of a part of a tree that passed `is_plain` (the bundle verifier checks
     a bundle once instead of once per signed part). Non-str keys, unsafe integers, lone
@@ -185,10 +162,6 @@ def plain_canonical_bytes(obj: Any) -> bytes:
     if not data.isascii() and _ASTRAL_UTF8.search(data):
         return reference_canonical_bytes(obj)
     return data
-
-
-# Characters above U+FFFF, in the stdlib encoder's text output.
-_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
 def reference_canonical_bytes(obj: Any) -> bytes:

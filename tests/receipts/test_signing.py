@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receipts.canonical import canonical_bytes, content_hash, parse_utc, reference_canonical_bytes, utc_stamp
+from receipts.canonical import (
+    canonical_bytes,
+    content_hash,
+    is_plain,
+    parse_utc,
+    reference_canonical_bytes,
+    utc_stamp,
+)
 from receipts.errors import ProofError
 from receipts.signing import (
     b64url_decode,
@@ -328,9 +335,7 @@ mixed_values = st.recursive(
 @settings(max_examples=500, deadline=None)
 @given(mixed_values)
 def test_level_check_sees_every_value_the_walk_sees(doc: Any) -> None:
-    from receipts.canonical import _is_plain_levels
-
-    assert _is_plain_levels(doc) == _types_only(doc)
+    assert is_plain(doc) == _types_only(doc)
 
 
 @settings(max_examples=300, deadline=None)
