@@ -174,22 +174,18 @@ def main() -> None:
     tokens, sides = setup_market(args.traders)
     # One script per wrk run, each with its own client order id prefix: a key reused from the warm-up with
     # another body would be answered 422 (idempotency_key_reused), cheaply, and flatter the figure.
-    scripts = {}
+    work = Path(tempfile.mkdtemp(prefix="orders-bench-"))
+    quoted_tokens = ",".join(f'"{t}"' for t in tokens)
+    scripts = {run: work / f"{run}.lua" for run in ("warmup", "main", "floor")}
     for run in ("warmup", "main"):
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-        script.write(LUA % {"tokens": ",".join(f'"{t}"' for t in tokens), "sides": ",".join(f'"{s}"' for s in sides),
-                            "run": f"{run}{os.getpid()}"})
-        script.close()
-        scripts[run] = script.name
-    access_log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
-    access_log.close()
-    floor_script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-    floor_script.write(FLOOR_LUA % {"tokens": ",".join(f'"{t}"' for t in tokens)})
-    floor_script.close()
+        scripts[run].write_text(LUA % {"tokens": quoted_tokens, "sides": ",".join(f'"{s}"' for s in sides),
+                                       "run": f"{run}{os.getpid()}"})
+    scripts["floor"].write_text(FLOOR_LUA % {"tokens": quoted_tokens})
+    access_log = work / "access.log"
 
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "platform/gunicorn.conf.py",
-         "--workers", str(args.workers), "--bind", f"127.0.0.1:{PORT}", "--access-logfile", access_log.name,
+         "--workers", str(args.workers), "--bind", f"127.0.0.1:{PORT}", "--access-logfile", str(access_log),
          "--access-logformat", "%(m)s %(U)s %(s)s"],
         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -197,15 +193,14 @@ def main() -> None:
         floor_out = ""
         if args.floor_seconds:
             floor_out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.floor_seconds}s", "--latency",
-                                        "-s", floor_script.name, f"http://127.0.0.1:{PORT}"], check=True,
+                                        "-s", str(scripts["floor"]), f"http://127.0.0.1:{PORT}"], check=True,
                                        capture_output=True, text=True).stdout
         # Warm-up: fill both sides of the book and the per-process caches.
-        subprocess.run(["wrk", "-t1", "-c2", "-d3s", "-s", scripts["warmup"], f"http://127.0.0.1:{PORT}"],
+        subprocess.run(["wrk", "-t1", "-c2", "-d3s", "-s", str(scripts["warmup"]), f"http://127.0.0.1:{PORT}"],
                        check=True, capture_output=True)
-        with open(access_log.name, "w"):
-            pass  # count only the measured run's orders
+        access_log.write_text("")  # count only the measured run's orders
         out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-                              "-s", scripts["main"], f"http://127.0.0.1:{PORT}"], check=True, capture_output=True,
+                              "-s", str(scripts["main"]), f"http://127.0.0.1:{PORT}"], check=True, capture_output=True,
                              text=True).stdout
     finally:
         server.terminate()
@@ -227,8 +222,9 @@ def main() -> None:
         summary["floor_authenticated_get_per_s"] = floor["per_s"]
         summary["floor_p50"], summary["floor_p99"] = floor["p50"], floor["p99"]
         summary["floor_non_2xx_responses"] = floor["non_2xx_responses"]
-    with open(access_log.name) as log:
-        statuses = Counter(line.split()[2] for line in log if line.startswith("POST /api/v1/orders"))
+    statuses = Counter(line.split()[2] for line in access_log.read_text().splitlines()
+                       if line.startswith("POST /api/v1/orders"))
+    shutil.rmtree(work)
     summary["order_statuses"] = dict(sorted(statuses.items()))
     summary["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(out)
