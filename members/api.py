@@ -10,9 +10,9 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from config.api.throttling import ScopedThrottle
 from config.errors import NotAllowed
 from members.idempotency import idempotent
 from members.models import Member, SigningKey
@@ -31,7 +31,7 @@ class TokenView(ObtainAuthToken):
     """Exchange a username and password for the user's API token. Throttled per client address, and a
     user locked out by repeated failures (django-axes) is told so with 429 rather than a generic 400."""
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ScopedThrottle]
     throttle_scope = "token"
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
