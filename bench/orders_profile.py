@@ -1,0 +1,156 @@
+"""Where one order's time goes: the order mix of bench/orders_api.py posted in-process (Django's test client,
+the full middleware and DRF stack, real PostgreSQL and Redis), without HTTP or a second process.
+
+    .venv/bin/python bench/orders_profile.py [--orders 500]
+
+Prints, per order: wall and CPU milliseconds of this process, SQL statements by verb and table, and the
+share of wall time in each part of the path (cProfile cumulative times, taken in a second, separate run
+because profiling slows Python down more than the database). The HTTP bench gives throughput; this one
+says what each order costs and where, so a change can be judged on one number before the whole bench runs.
+
+Uses its own database `ingot_bench_orders_profile` (dropped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import orders_api  # noqa: E402  (bench/orders_api.py: the same market set-up and order mix)
+
+orders_api.DB = "ingot_bench_orders_profile"
+
+# (label, file suffix, function name): cumulative time of the outermost call of each. A part the code no
+# longer has is printed as "not found", so a refactor shows up here instead of silently vanishing.
+PARTS = [
+    ("whole request (middleware, DRF, view)", "django/core/handlers/base.py", "get_response"),
+    ("token authentication", "config/api/authentication.py", "authenticate_credentials"),
+    ("throttles", "rest_framework/views.py", "check_throttles"),
+    ("idempotency wrapper incl. the order", "members/idempotency.py", "idempotent"),
+    ("order_place (checks, policy, locked part)", "trading/services.py", "order_place"),
+    ("  locked part (_place_locked)", "trading/services.py", "_place_locked"),
+    ("    receipt encumbrance (sells)", "receipts/services.py", "receipts_encumber"),
+    ("    settlement (_settle)", "trading/services.py", "_settle"),
+    ("      receipt delivery", "receipts/services.py", "receipts_deliver"),
+    ("      ledger post_many", "trading/ledger.py", "post_many"),
+    ("  compliance policy", "compliance/policy.py", "can_trade"),
+    ("response serializers", "rest_framework/serializers.py", "data"),
+    ("SQL round trips (psycopg execute)", "psycopg/cursor.py", "execute"),
+    ("commit", "django/db/backends/base/base.py", "commit"),
+]
+
+
+def order_body(n: int, run: str, tokens: list[str], sides: list[str]) -> tuple[str, str, str]:
+    """(token, key, JSON body) of order n: the mix of bench/orders_api.py's Lua (30 % crossing)."""
+    i = (n * 7) % len(tokens)
+    side = sides[i]
+    if random.random() < 0.30:
+        price = 590.0 if side == "buy" else 570.0
+    else:
+        offset = random.randint(1, 50) / 10
+        price = 575 - offset if side == "buy" else 585 + offset
+    coid = f"{run}-{n}"
+    body = json.dumps({"instrument": "GA-6N-CN", "side": side, "order_type": "limit", "tif": "GTC",
+                       "quantity_kg": str(random.randint(1, 3)), "price": f"{price:.2f}", "client_order_id": coid})
+    return tokens[i], coid, body
+
+
+def statement_kind(sql: str) -> str:
+    """'SELECT trading_account', 'INSERT trading_order', 'UPDATE ...', 'WITH ...' (a CTE), 'SAVEPOINT'."""
+    words = sql.split(None, 1)
+    verb = words[0].upper() if words else ""
+    if verb in ("SELECT", "DELETE"):
+        table = re.search(r'\bFROM\s+"?(\w+)', sql, re.IGNORECASE)
+    elif verb in ("INSERT", "UPDATE"):
+        table = re.match(r'\s*(?:INSERT\s+INTO|UPDATE)\s+"?(\w+)', sql, re.IGNORECASE)
+    elif verb == "WITH":
+        table = re.search(r'\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', sql, re.IGNORECASE)
+    else:
+        table = None
+    return f"{verb} {table.group(1)}" if table else verb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=500)
+    parser.add_argument("--traders", type=int, default=20)
+    args = parser.parse_args()
+    random.seed(7)
+    env = {**orders_api.env(), "DATABASE_URL": f"{orders_api.PG}/{orders_api.DB}"}
+    orders_api.psql(f"DROP DATABASE IF EXISTS {orders_api.DB}")
+    orders_api.psql(f"CREATE DATABASE {orders_api.DB}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    os.environ.update(env)
+    tokens, sides = orders_api.setup_market(args.traders)
+
+    from django.db import connection
+    from django.test import Client
+
+    client = Client()
+    statuses: Counter[int] = Counter()
+
+    def post(n: int, run: str) -> None:
+        token, key, body = order_body(n, run, tokens, sides)
+        response = client.post("/api/v1/orders", body, content_type="application/json",
+                               HTTP_AUTHORIZATION=f"Token {token}", HTTP_IDEMPOTENCY_KEY=key)
+        statuses[response.status_code] += 1
+
+    for n in range(100):  # warm-up: both sides of the book, per-process caches
+        post(n, "warm")
+
+    statements: Counter[str] = Counter()
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements[statement_kind(sql)] += 1
+        return execute(sql, params, many, context)
+
+    statuses.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with connection.execute_wrapper(count):
+        for n in range(args.orders):
+            post(n, "measure")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    measured = dict(statuses)
+    profile = cProfile.Profile()
+    profile.enable()
+    for n in range(args.orders):
+        post(n, "profile")
+    profile.disable()
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    profiled_total = sum(tt for (_f, _l, name), (_cc, _nc, tt, _ct, _callers) in stats.items())
+
+    n = args.orders
+    print(f"{n} orders in-process, load average {os.getloadavg()[0]:.2f}; statuses {measured}")
+    print(f"per order: {wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU of this process "
+          f"({n / wall:.0f} orders/s on one connection, no HTTP)")
+    print(f"SQL statements per order: {sum(statements.values()) / n:.1f}")
+    for kind, k in statements.most_common():
+        print(f"  {k / n:6.2f}  {kind}")
+    print(f"share of profiled wall time ({profiled_total / n * 1000:.1f} ms per order under cProfile):")
+    for label, suffix, name in PARTS:
+        found = [ct for (file, _line, fn), (_cc, _nc, _tt, ct, _callers) in stats.items()
+                 if fn == name and file.endswith(suffix)]
+        share = f"{max(found) / profiled_total * 100:5.1f} %" if found else "not found"
+        print(f"  {share:>9}  {label}")
+    connection.close()
+    orders_api.psql(f"DROP DATABASE IF EXISTS {orders_api.DB}")
+
+
+if __name__ == "__main__":
+    main()
