@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.http import HttpResponse
+from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
@@ -33,13 +34,32 @@ def _advisory_key(member_id: int, key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _try_lock(member_id: int, key: str) -> bool:
-    """Only PostgreSQL has concurrent writers; SQLite in IMMEDIATE mode already runs them one at a time."""
-    if connection.vendor != "postgresql":
-        return True
+def _claim(member_id: int, key: str, fingerprint: str, method: str, path: str) -> tuple[bool, int | None]:
+    """Take the key's advisory lock and insert its row, in one statement: (locked, id of the new row).
+
+    Not locked: a request with this key is still running (409). Locked but no new row: the key was used by a
+    request that has committed (ON CONFLICT judges against committed rows, not the statement's snapshot, so a
+    first request that commits just before this one is seen). Only PostgreSQL has concurrent writers; SQLite
+    in IMMEDIATE mode already runs them one at a time, so there the insert alone decides."""
+    row: list[Any] = [member_id, key, fingerprint, method, path,
+                      connection.ops.adapt_datetimefield_value(timezone.now())]
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(member_id, key)])
-        return bool(cursor.fetchone()[0])
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "WITH advisory AS (SELECT pg_try_advisory_xact_lock(%s) AS held), "
+                "fresh AS (INSERT INTO members_idempotencyrecord "
+                "(member_id, key, request_hash, method, path, created_at, response_status, response_body) "
+                "SELECT %s, %s, %s, %s, %s, %s, 0, '' FROM advisory WHERE held "
+                "ON CONFLICT (member_id, key) DO NOTHING RETURNING id) "
+                "SELECT held, (SELECT id FROM fresh) FROM advisory", [_advisory_key(member_id, key), *row])
+            held, fresh = cursor.fetchone()
+            return bool(held), fresh
+        cursor.execute(
+            "INSERT INTO members_idempotencyrecord "
+            "(member_id, key, request_hash, method, path, created_at, response_status, response_body) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 0, X'') ON CONFLICT (member_id, key) DO NOTHING RETURNING id", row)
+        found = cursor.fetchone()
+        return True, found[0] if found else None
 
 
 def idempotent(request: Request, member: Member | None, work: Callable[[], tuple[int, Any]]) -> HttpResponse:
@@ -55,11 +75,15 @@ def idempotent(request: Request, member: Member | None, work: Callable[[], tuple
                                code="idempotency_key_invalid")
     fingerprint = request_fingerprint(request)
     with transaction.atomic(durable=True):
-        if not _try_lock(member.pk, key):
+        locked, record_id = _claim(member.pk, key, fingerprint, request.method or "", request.path[:500])
+        if not locked:
             raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
                            code="idempotency_in_flight")
-        first = IdempotencyRecord.objects.filter(member=member, key=key).first()
-        if first is not None:
+        if record_id is None:
+            first = IdempotencyRecord.objects.filter(member=member, key=key).first()
+            if first is None:  # the first request's row was purged since the insert found it: try again
+                raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
+                               code="idempotency_in_flight")
             if first.request_hash != fingerprint:
                 raise Unprocessable("This Idempotency-Key was used with a different request.",
                                     code="idempotency_key_reused")
@@ -67,11 +91,9 @@ def idempotent(request: Request, member: Member | None, work: Callable[[], tuple
                                   content_type="application/json")
             replay["Idempotent-Replayed"] = "true"
             return replay
-        record = IdempotencyRecord.objects.create(member=member, key=key, request_hash=fingerprint,
-                                                  method=request.method or "", path=request.path[:500])
         status, data = work()
         body = JSONRenderer().render(data)
-        record.response_status = status
-        record.response_body = body
-        record.save(update_fields=["response_status", "response_body"])
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE members_idempotencyrecord SET response_status = %s, response_body = %s "
+                           "WHERE id = %s", [status, body, record_id])
     return HttpResponse(body, status=status, content_type="application/json")
