@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import QuerySet
 
-from receipts.models import Lot, Receipt, ReceiptNumberCounter, ReceiptStatus, StockStatement, StorageIncident
+from receipts.models import Lot, Receipt, ReceiptStatus, StockStatement, StorageIncident
 
 
 def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
@@ -23,8 +24,14 @@ def lot_for_update(pk: int) -> QuerySet[Lot]:
     return Lot.objects.select_for_update(of=("self",)).filter(pk=pk)
 
 
-def receipt_counter_for_update(*, metal_id: int, year: int) -> QuerySet[ReceiptNumberCounter]:
-    return ReceiptNumberCounter.objects.select_for_update().filter(metal_id=metal_id, year=year)
+def receipt_counter_advance(*, metal_id: int, year: int, count: int) -> int | None:
+    """Move the metal/year counter on by `count` and return its new last number; the UPDATE takes the row lock
+    (held to commit) and reads the counter in one statement. None when the counter has no row yet."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE receipts_receiptnumbercounter SET last = last + %s WHERE metal_id = %s AND year = %s "
+                       "RETURNING last", [count, metal_id, year])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def open_incident_for_update(*, warehouse_id: int, location: str) -> QuerySet[StorageIncident]:

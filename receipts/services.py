@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -34,7 +34,7 @@ from receipts.lock_objects import (
     lot_for_update,
     open_incident_for_update,
     order_receipts_for_update,
-    receipt_counter_for_update,
+    receipt_counter_advance,
     receipts_for_update,
     stock_statement_for_update,
 )
@@ -377,19 +377,18 @@ def _next_number(metal: Metal, year: int) -> str:
 
 
 def _next_numbers(metal: Metal, year: int, count: int) -> list[str]:
-    """`count` consecutive receipt numbers under one take of the counter's row lock."""
-    counter = receipt_counter_for_update(metal_id=metal.pk, year=year).first()
-    if counter is None:
+    """`count` consecutive receipt numbers under one take of the counter's row lock (the UPDATE takes it and
+    moves the counter in one statement; the first number of a metal and year makes the row)."""
+    last = receipt_counter_advance(metal_id=metal.pk, year=year, count=count)
+    if last is None:
         try:
             with transaction.atomic():
                 ReceiptNumberCounter.objects.create(metal=metal, year=year)
         except IntegrityError:
             pass
-        counter = receipt_counter_for_update(metal_id=metal.pk, year=year).get()
-    first = counter.last + 1
-    counter.last += count
-    counter.save(update_fields=["last"])
-    return [f"WR-{metal.symbol.upper()}-{year}-{n:06d}" for n in range(first, counter.last + 1)]
+        last = receipt_counter_advance(metal_id=metal.pk, year=year, count=count)
+        assert last is not None
+    return [f"WR-{metal.symbol.upper()}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
 def open_quantity(lot: Lot) -> Decimal:
@@ -462,9 +461,10 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
 # --- moving title ---------------------------------------------------------------------------------
 
 def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _Signer,
-           trade: str | None = None) -> list[Receipt]:
-    """Close `receipt` and open one child per (quantity, holder); quantities sum to the parent's.
-    Caller holds the receipt's row lock."""
+           trade: str | None = None, encumber: Mapping[int, str] | None = None) -> list[Receipt]:
+    """Close `receipt` and open one child per (quantity, holder); quantities sum to the parent's. A child whose
+    index is in `encumber` is encumbered at once for that order (its chain's second event). Caller holds the
+    receipt's row lock."""
     assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
     numbers = _next_numbers(receipt.lot.metal, signer.at.year, len(parts))
     children = [Receipt(number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id, quantity_kg=q,
@@ -474,20 +474,35 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
                                           "holder": member_ref(h)} for c, (_, h) in zip(children, parts, strict=True)]}
     if trade:
         data["trade"] = trade
-    split_event = _append(receipt, chain.SPLIT, data, signer)
+    split_event = _append(receipt, chain.SPLIT, data, signer, save=False)
     receipt.encumbrance_ref = ""
     receipt.save(update_fields=_RECEIPT_FIELDS)
-    # Each child's chain opens with split_from: sealed before the rows exist, then written in two bulk inserts.
-    opening = [_append(child, chain.SPLIT_FROM, {"parent": receipt.number, "parent_event_hash": split_event.hash,
-                                                 "quantity": format_kg(child.quantity_kg),
-                                                 "holder": member_ref(holder)}, signer, save=False)
-               for child, (_, holder) in zip(children, parts, strict=True)]
+    # Every event is sealed before the children's rows exist (each child's chain opens with split_from, then
+    # perhaps its encumbrance), so the children and then all the events go in one insert each.
+    events = [split_event]
+    for index, (child, (_, holder)) in enumerate(zip(children, parts, strict=True)):
+        events.append(_append(child, chain.SPLIT_FROM, {"parent": receipt.number,
+                                                       "parent_event_hash": split_event.hash,
+                                                       "quantity": format_kg(child.quantity_kg),
+                                                       "holder": member_ref(holder)}, signer, save=False))
+        if encumber and index in encumber:
+            events.append(_encumber(child, encumber[index], signer, save=False))
     Receipt.objects.bulk_create(children)
-    for event, child in zip(opening, children, strict=True):
-        event.receipt = child
-    ReceiptEvent.objects.bulk_create(opening)
+    for event in events:
+        event.receipt = event.receipt  # the children have their primary keys now
+    ReceiptEvent.objects.bulk_create(events)
     proof_changed_on_commit(c.pk for c in children)
     return children
+
+
+def _encumber(receipt: Receipt, order_ref: str, signer: _Signer, *, save: bool = True) -> ReceiptEvent:
+    """The receipt now backs sell order `order_ref`. Caller holds its row lock; with `save` off the caller writes
+    the receipt and the event."""
+    event = _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer, save=save)
+    receipt.encumbrance_ref = order_ref
+    if save:
+        receipt.save(update_fields=_RECEIPT_FIELDS)
+    return event
 
 
 def receipt_split(*, receipt: Receipt, quantities: Sequence[Any], by: Member) -> list[Receipt]:
@@ -524,10 +539,10 @@ def receipts_encumber(*, receipts: Sequence[Receipt], quantity_kg: Decimal, orde
             break
         if receipt.quantity_kg > needed:
             receipt, _rest = _split(receipt, [(needed, receipt.holder), (receipt.quantity_kg - needed,
-                                                                           receipt.holder)], signer)
-        _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer)
-        receipt.encumbrance_ref = order_ref
-        receipt.save(update_fields=_RECEIPT_FIELDS)
+                                                                           receipt.holder)], signer,
+                                    encumber={0: order_ref})
+        else:
+            _encumber(receipt, order_ref, signer)
         taken.append(receipt)
         needed -= receipt.quantity_kg
     return taken
@@ -571,11 +586,9 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
             delivered.append(receipt)
             needed -= receipt.quantity_kg
             continue
-        bought, rest = _split(receipt, [(needed, buyer), (receipt.quantity_kg - needed, seller)], signer,
-                              trade=trade_ref)
-        _append(rest, chain.ENCUMBERED, {"order": order_ref}, signer)
-        rest.encumbrance_ref = order_ref
-        rest.save(update_fields=_RECEIPT_FIELDS)
+        # The seller's remainder stays encumbered for the order.
+        bought, _rest = _split(receipt, [(needed, buyer), (receipt.quantity_kg - needed, seller)], signer,
+                               trade=trade_ref, encumber={1: order_ref})
         delivered.append(bought)
         needed = Decimal(0)
     return delivered
