@@ -54,6 +54,13 @@ class OrderSerializer(serializers.ModelSerializer):
                   "filled_kg", "remaining_kg", "status", "held_amount", "created_at", "closed_at", "cancel_reason"]
 
 
+# The order response is rendered by one serializer of each kind made once per process: a ModelSerializer
+# builds its fields from the model on every construction (a third of the cost of rendering one order), and
+# `to_representation` reads nothing from the serializer but those fields. Same output as `.data`.
+_ORDER_OUT = OrderSerializer()
+_OWN_TRADE_OUT = OwnTradeSerializer()
+
+
 class InstrumentListView(APIView):
     permission_classes = [AllowAny]
 
@@ -135,8 +142,8 @@ class OrderListCreateView(APIView):
             instrument = get_object_or_404(Instrument.objects.select_related("grade__metal"),
                                            code=values.pop("instrument"))
             result = order_place(member=member, instrument=instrument, **values)
-            body = {"order": OrderSerializer(result.order).data,
-                    "trades": OwnTradeSerializer(result.trades, many=True).data,
+            body = {"order": _ORDER_OUT.to_representation(result.order),
+                    "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
                     "cancelled_order_ids": result.cancelled_order_ids}
             return (200 if result.replayed else 201), body
 

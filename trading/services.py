@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, cast
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -193,9 +193,14 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
 
 
 def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, client_order_id: str) -> OrderResult:
-    instrument = instrument_for_update(instrument_id).select_related("grade__metal").get()
-    existing = Order.objects.filter(member=member, client_order_id=client_order_id).first()
-    if existing is not None:
+    instrument = instrument_for_update(instrument_id).get()  # nothing under the lock reads its grade or metal
+    cached = book_cache.book_for(instrument)  # before the insert: a rebuilt book must not hold this order yet
+    seq = instrument.book_seq + 1
+    hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
+        else Decimal(0)
+    order = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold)
+    if order is None:
+        existing = Order.objects.get(member=member, client_order_id=client_order_id)
         # A replay is the same order: a market order's protective price is the band edge of the day, so it
         # is compared as "no limit".
         same = (existing.instrument_id == instrument.pk and existing.side == ticket.side
@@ -208,26 +213,15 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
         return OrderResult(order=existing, trades=list(Trade.objects.filter(
             buy_order=existing) | Trade.objects.filter(sell_order=existing)), replayed=True)
     if instrument.status != InstrumentStatus.OPEN:
-        raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")
-    cached = book_cache.book_for(instrument)
-    seq = instrument.book_seq + 1
-    hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
-        else Decimal(0)
-    order = Order.objects.create(
-        member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
-        order_type=ticket.order_type, tif=ticket.tif,
-        price=ticket.price if ticket.order_type == OrderType.LIMIT else None, quantity_kg=ticket.quantity_kg,
-        book_seq=seq, held_amount=hold)
-    # Cash moves in one batch of journal entries at the end (hold, trades, releases; ledger.post_many): the
-    # buyer's hold is checked there before anything is written, and a refusal rolls the order back whole.
-    entries: list[Entry] = []
-    accounts: dict[int, Account] = {}
-    if ticket.side == Side.BUY:
-        account = accounts[member.pk] = member_account(member, instrument.currency)
-        entries.append(Entry("hold", f"O{order.pk}", [(account, AVAILABLE, -hold), (account, HELD, hold)]))
-    else:
+        raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")  # the insert rolls back
+    # Cash moves in one batch of journal entries at the end (hold, trades, releases; ledger.post_many, in
+    # _settle): the buyer's hold is checked there before anything is written, and a refusal rolls the order
+    # back whole.
+    if ticket.side == Side.SELL:
         # Read and locked in one statement (pk order, as every receipt lock), then taken oldest first.
-        locked = list(receipts_locked(_eligible(member, instrument)).select_related("lot__metal", "holder"))
+        locked = list(receipts_locked(_eligible(member, instrument)).select_related("lot__metal"))
+        for receipt in locked:
+            receipt.holder = member  # what the query filtered on: no join for it
         locked.sort(key=lambda r: (r.issued_at, r.pk))
         receipts_encumber(receipts=locked, quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
 
@@ -240,12 +234,39 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
                                side=ticket.side, quantity=to_units(ticket.quantity_kg), price=ticket.engine_price,
                                tif=engine_tif)
     instrument.book_seq = seq
-    instrument.save(update_fields=["book_seq"])
+    Instrument.objects.filter(pk=instrument.pk).update(book_seq=seq)
     result = OrderResult(order=order)
-    _settle(instrument, order, execution, result, entries, accounts)
+    _settle(instrument, order, execution, result)
     if result.trades:
         transaction.on_commit(lambda: _fold_candles(instrument.pk))
     return result
+
+
+def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
+                  hold: Decimal) -> Order | None:
+    """Insert the order, or nothing when the member already has one with this client order id (None): one
+    statement is both the replay check and the insert. ON CONFLICT sees committed rows whatever the snapshot,
+    and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key."""
+    order = Order(member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
+                  order_type=ticket.order_type, tif=ticket.tif,
+                  price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
+                  quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), status=OrderStatus.OPEN, held_amount=hold,
+                  book_seq=seq, created_at=timezone.now(), closed_at=None, cancel_reason="")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO trading_order (member_id, instrument_id, client_order_id, side, order_type, tif, price, "
+            "quantity_kg, filled_kg, status, held_amount, book_seq, created_at, closed_at, cancel_reason) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, '') "
+            "ON CONFLICT (member_id, client_order_id) DO NOTHING RETURNING id",
+            [member.pk, instrument.pk, client_order_id, order.side, order.order_type, order.tif, order.price,
+             order.quantity_kg, order.filled_kg, order.status, order.held_amount, seq,
+             connection.ops.adapt_datetimefield_value(order.created_at)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    order.pk = row[0]
+    order._state.adding, order._state.db = False, connection.alias  # as if read back
+    return order
 
 
 def _fold_candles(instrument_id: int) -> None:
@@ -260,36 +281,45 @@ def _fold_candles(instrument_id: int) -> None:
                     exc_info=True)
 
 
-def _cash_accounts(member_ids: set[int], currency: str) -> tuple[dict[int, Account], Account]:
-    """The members' cash accounts in `currency` and the platform's fee account, in one read (an account a
-    member or the platform does not have yet is created)."""
+def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[dict[int, Account], Account | None]:
+    """The members' cash accounts in `currency` and, if `fees`, the platform's fee account, in one read (an
+    account a member or the platform does not have yet is created)."""
     found: dict[int, Account] = {}
-    fees: Account | None = None
-    for account in Account.objects.filter(Q(member_id__in=member_ids, kind=AccountKind.MEMBER)
-                                          | Q(member__isnull=True, kind=AccountKind.FEES), currency=currency):
+    fees_account: Account | None = None
+    wanted = Q(member_id__in=member_ids, kind=AccountKind.MEMBER)
+    if fees:
+        wanted |= Q(member__isnull=True, kind=AccountKind.FEES)
+    for account in Account.objects.filter(wanted, currency=currency):
         if account.kind == AccountKind.FEES:
-            fees = account
+            fees_account = account
         else:
             found[account.member_id] = account  # type: ignore[index]
     for member_id in member_ids - found.keys():
         found[member_id] = member_account(Member.objects.get(pk=member_id), currency)
-    return found, fees or system_account(AccountKind.FEES, currency)
+    if fees and fees_account is None:
+        fees_account = system_account(AccountKind.FEES, currency)
+    return found, fees_account
 
 
-def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult,
-            entries: list[Entry], accounts: dict[int, Account]) -> None:
+def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:
     """Settle every fill of `execution` and close what finished, inside the order's transaction: trades in one
-    insert, receipts to the buyers (signed events), then every journal entry of the order (its hold, one per
-    trade, releases) in one `post_many`, then the orders."""
+    insert, receipts to the buyers (signed events), then every journal entry of the order (a buy's hold, one
+    per trade, releases) in one `post_many`, then the orders."""
     # The engine takes any hashable id; this service gives it order primary keys.
     maker_ids = {cast(int, fill.maker_id) for fill in execution.fills} | {cast(int, pk) for pk in execution.cancelled}
     orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")} if maker_ids else {}
     orders[taker.pk] = taker
-    fees_account: Account | None = None
-    if execution.fills or execution.cancelled:
-        found, fees_account = _cash_accounts({o.member_id for o in orders.values()} - accounts.keys(),
-                                             instrument.currency)
-        accounts.update(found)
+    # Every cash account the order touches, in one read: the buyer's for its hold, the makers' and the
+    # platform's fee account when something filled or was cancelled.
+    moved = bool(execution.fills or execution.cancelled)
+    holders = {o.member_id for o in orders.values()} if moved else set()
+    if taker.side == Side.BUY:
+        holders.add(taker.member_id)
+    accounts, fees_account = _cash_accounts(holders, instrument.currency, fees=moved) if holders else ({}, None)
+    entries: list[Entry] = []
+    if taker.side == Side.BUY:
+        account, hold = accounts[taker.member_id], taker.held_amount
+        entries.append(Entry("hold", f"O{taker.pk}", [(account, AVAILABLE, -hold), (account, HELD, hold)]))
     now = timezone.now()
     touched: set[int] = set()  # orders to write back (a taker that only rests is already as inserted)
 
@@ -351,8 +381,14 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             # A filled sell has delivered every receipt it encumbered (they cover exactly what is unfilled).
             receipts_release(order_ref=f"O{order.pk}", holder=order.member)
     post_many(entries)
-    for pk in sorted(touched):
-        orders[pk].save(update_fields=["filled_kg", "status", "held_amount", "closed_at", "cancel_reason"])
+    if touched:  # one executemany: psycopg sends the updates in one pipeline, one round trip
+        adapt_time = connection.ops.adapt_datetimefield_value
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE trading_order SET filled_kg = %s, status = %s, held_amount = %s, closed_at = %s, "
+                "cancel_reason = %s WHERE id = %s",
+                [(o.filled_kg, o.status, o.held_amount, adapt_time(o.closed_at), o.cancel_reason, o.pk)
+                 for o in (orders[pk] for pk in sorted(touched))])
 
 
 def _release(order: Order, account: Any) -> None:
