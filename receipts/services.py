@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -367,8 +367,19 @@ _STATUS_AFTER: dict[str, str | None] = {
     chain.WITHDRAWAL_CANCELLED: ReceiptStatus.ACTIVE, chain.WITHDRAWN: ReceiptStatus.WITHDRAWN,
 }
 
-_RECEIPT_FIELDS = ["status", "frozen_from", "holder", "encumbrance_ref", "last_event_seq", "last_event_hash",
-                   "closed_at"]
+# What an event changes on the receipt row, written by `_write` in one plain UPDATE (the ORM's `save` compiled
+# the same statement anew each time: a third of what appending an event cost in order entry).
+_RECEIPT_WRITE = ("UPDATE receipts_receipt SET status = %s, frozen_from = %s, holder_id = %s, encumbrance_ref = %s, "
+                  "last_event_seq = %s, last_event_hash = %s, closed_at = %s WHERE id = %s")
+
+
+def _write(receipt: Receipt) -> None:
+    """Write the receipt's fields that events change. The caller holds its row lock."""
+    closed_at = connection.ops.adapt_datetimefield_value(receipt.closed_at)
+    with connection.cursor() as cursor:
+        cursor.execute(_RECEIPT_WRITE, [receipt.status, receipt.frozen_from, receipt.holder_id,
+                                        receipt.encumbrance_ref, receipt.last_event_seq, receipt.last_event_hash,
+                                        closed_at, receipt.pk])
 
 
 def _next_number(metal: Metal, year: int) -> str:
@@ -453,7 +464,7 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             lot=lot_document(lot), grade_spec=lot.grade.spec if lot.grade else None,
             attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations])
         _append(receipt, chain.ISSUED, data, signer)
-        receipt.save(update_fields=_RECEIPT_FIELDS)
+        _write(receipt)
         proof_changed_on_commit([receipt.pk])
     return receipt
 
@@ -476,7 +487,7 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
         data["trade"] = trade
     split_event = _append(receipt, chain.SPLIT, data, signer, save=False)
     receipt.encumbrance_ref = ""
-    receipt.save(update_fields=_RECEIPT_FIELDS)
+    _write(receipt)
     # Every event is sealed before the children's rows exist (each child's chain opens with split_from, then
     # perhaps its encumbrance), so the children and then all the events go in one insert each.
     events = [split_event]
@@ -501,7 +512,7 @@ def _encumber(receipt: Receipt, order_ref: str, signer: _Signer, *, save: bool =
     event = _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer, save=save)
     receipt.encumbrance_ref = order_ref
     if save:
-        receipt.save(update_fields=_RECEIPT_FIELDS)
+        _write(receipt)
     return event
 
 
@@ -559,7 +570,7 @@ def receipts_release(*, order_ref: str, holder: Member) -> list[Receipt]:
     for receipt in released:
         _append(receipt, chain.RELEASED, {"order": order_ref}, signer)
         receipt.encumbrance_ref = ""
-        receipt.save(update_fields=_RECEIPT_FIELDS)
+        _write(receipt)
     return released
 
 
@@ -582,7 +593,7 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
                     signer)
             receipt.holder = buyer
             receipt.encumbrance_ref = ""
-            receipt.save(update_fields=_RECEIPT_FIELDS)
+            _write(receipt)
             delivered.append(receipt)
             needed -= receipt.quantity_kg
             continue
@@ -600,7 +611,7 @@ def _change(receipt: Receipt, kind: str, data: dict[str, Any]) -> Receipt:
     with transaction.atomic():
         locked = receipts_for_update([receipt.pk]).get()
         _append(locked, kind, data, _Signer.now())
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
@@ -623,7 +634,7 @@ def receipt_freeze(*, receipt: Receipt, reason: str) -> Receipt:
                            "until that order is cancelled. Try again.", code="receipt_backs_order",
                            details={"order": locked.encumbrance_ref})
         _append(locked, chain.FROZEN, {"reason": reason.strip()}, _Signer.now())
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
@@ -638,7 +649,7 @@ def receipt_pledge(*, receipt: Receipt, by: Member, lender: Member, loan: str) -
         locked = _locked_own(receipt, by)
         _append(locked, chain.PLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
         locked.encumbrance_ref = f"loan:{loan}"
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
@@ -649,7 +660,7 @@ def receipt_unpledge(*, receipt: Receipt, lender: Member, loan: str) -> Receipt:
             raise Conflict("The receipt is not pledged to that lender under that loan.", code="not_pledged")
         _append(locked, chain.UNPLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
         locked.encumbrance_ref = ""
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
@@ -666,7 +677,7 @@ def receipt_withdrawal_request(*, receipt: Receipt, by: Member, withdrawal_ref: 
         locked = _locked_own(receipt, by)
         _append(locked, chain.WITHDRAWAL_REQUESTED, {"withdrawal": withdrawal_ref}, _Signer.now())
         locked.encumbrance_ref = f"withdrawal:{withdrawal_ref}"
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
@@ -686,7 +697,7 @@ def receipt_withdrawal_complete(*, receipt: Receipt, by: Member) -> Receipt:
         _append(locked, chain.WITHDRAWN, {"quantity": format_kg(locked.quantity_kg), "withdrawal": ref},
                 _Signer.now())
         locked.encumbrance_ref = ""
-        locked.save(update_fields=_RECEIPT_FIELDS)
+        _write(locked)
     return locked
 
 
