@@ -14,7 +14,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, cast
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from compliance import policy
@@ -150,7 +150,9 @@ def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str,
 
 
 def region_countries(region: str) -> list[str]:
-    codes = Warehouse.objects.filter(region=region, approved=True).values_list("country", flat=True).distinct()
+    # order_by(): the model's ordering would put `code` into the DISTINCT and list a country once per warehouse.
+    codes = (Warehouse.objects.filter(region=region, approved=True).order_by().values_list("country", flat=True)
+             .distinct())
     return sorted(str(c) for c in codes)
 
 
@@ -230,16 +232,26 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     execution = cached.book.submit(order.pk, member.pk, ticket.side, to_units(ticket.quantity_kg),
                                    ticket.engine_price, engine_tif)
     cached.seq = seq
-    BookCommand.objects.create(instrument=instrument, seq=seq, kind="submit", order=order, owner=member.pk,
-                               side=ticket.side, quantity=to_units(ticket.quantity_kg), price=ticket.engine_price,
-                               tif=engine_tif)
-    instrument.book_seq = seq
-    Instrument.objects.filter(pk=instrument.pk).update(book_seq=seq)
+    _log_command(instrument, BookCommand(seq=seq, kind="submit", order_id=order.pk, owner=member.pk, side=ticket.side,
+                                         quantity=to_units(ticket.quantity_kg), price=ticket.engine_price,
+                                         tif=engine_tif))
     result = OrderResult(order=order)
     _settle(instrument, order, execution, result)
     if result.trades:
         transaction.on_commit(lambda: _fold_candles(instrument.pk))
     return result
+
+
+def _log_command(instrument: Instrument, command: BookCommand) -> None:
+    """Append `command` (its seq the instrument's next) to the book's command log and move the instrument's
+    `book_seq` to it, in two plain statements. The caller holds the instrument's row lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, "
+                       "price, tif) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                       [instrument.pk, command.seq, command.kind, command.order_id, command.owner, command.side,
+                        command.quantity, command.price, command.tif])
+        cursor.execute("UPDATE trading_instrument SET book_seq = %s WHERE id = %s", [command.seq, instrument.pk])
+    instrument.book_seq = command.seq
 
 
 def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
@@ -286,10 +298,17 @@ def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[
     account a member or the platform does not have yet is created)."""
     found: dict[int, Account] = {}
     fees_account: Account | None = None
-    wanted = Q(member_id__in=member_ids, kind=AccountKind.MEMBER)
-    if fees:
-        wanted |= Q(member__isnull=True, kind=AccountKind.FEES)
-    for account in Account.objects.filter(wanted, currency=currency):
+    # Plain SQL: the ORM compiled this OR of two filters anew for every order (about 0.7 ms, a fifth of settling).
+    members = ", ".join(["%s"] * len(member_ids)) or "NULL"  # placeholders only; the ids go as parameters
+    fee_account = "OR kind = 'fees' AND member_id IS NULL" if fees else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, member_id, kind, currency FROM trading_account WHERE currency = %s "  # noqa: S608
+                       f"AND (kind = 'member' AND member_id IN ({members}) {fee_account})",
+                       [currency, *sorted(member_ids)])
+        rows = cursor.fetchall()
+    for row in rows:
+        # Balances are left deferred: post_many reads them fresh under the accounts' row locks.
+        account = Account.from_db(connection.alias, ["id", "member_id", "kind", "currency"], row)
         if account.kind == AccountKind.FEES:
             fees_account = account
         else:
@@ -439,10 +458,8 @@ def _cancel(order: Order, *, reason: str) -> Order | None:
             book_cache.mark_tentative(instrument.pk, cached)
             cached.book.cancel(order.pk)
             cached.seq = seq
-            BookCommand.objects.create(instrument=instrument, seq=seq, kind="cancel", order=order,
-                                       owner=order.member_id, side=order.side)
-            instrument.book_seq = seq
-            instrument.save(update_fields=["book_seq"])
+            _log_command(instrument, BookCommand(seq=seq, kind="cancel", order_id=order.pk, owner=order.member_id,
+                                                 side=order.side))
             order.status = OrderStatus.CANCELLED
             order.closed_at = timezone.now()
             order.cancel_reason = reason
