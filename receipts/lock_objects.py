@@ -24,14 +24,18 @@ def lot_for_update(pk: int) -> QuerySet[Lot]:
     return Lot.objects.select_for_update(of=("self",)).filter(pk=pk)
 
 
-def receipt_counter_advance(*, metal_id: int, year: int, count: int) -> int | None:
-    """Move the metal/year counter on by `count` and return its new last number; the UPDATE takes the row lock
-    (held to commit) and reads the counter in one statement. None when the counter has no row yet."""
+def receipt_counter_advance(*, lot_id: int, year: int, count: int) -> tuple[int, str] | None:
+    """Move the counter of the lot's metal and `year` on by `count`: its new last number and the metal's symbol.
+    The UPDATE takes the row lock (held to commit) and reads the counter in one statement. None when the
+    counter has no row yet."""
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE receipts_receiptnumbercounter SET last = last + %s WHERE metal_id = %s AND year = %s "
-                       "RETURNING last", [count, metal_id, year])
+        cursor.execute(
+            "UPDATE receipts_receiptnumbercounter SET last = last + %s "
+            "WHERE year = %s AND metal_id = (SELECT metal_id FROM receipts_lot WHERE id = %s) "
+            "RETURNING last, (SELECT symbol FROM receipts_metal WHERE id = receipts_receiptnumbercounter.metal_id)",
+            [count, year, lot_id])
         row = cursor.fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 def open_incident_for_update(*, warehouse_id: int, location: str) -> QuerySet[StorageIncident]:

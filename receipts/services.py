@@ -382,24 +382,27 @@ def _write(receipt: Receipt) -> None:
                                         closed_at, receipt.pk])
 
 
-def _next_number(metal: Metal, year: int) -> str:
-    """WR-GA-2026-000123. Takes the metal/year counter's row lock."""
-    return _next_numbers(metal, year, 1)[0]
+def _next_number(lot: Lot, year: int) -> str:
+    """WR-GA-2026-000123 for a receipt of `lot`. Takes the metal/year counter's row lock."""
+    return _next_numbers(lot.pk, year, 1)[0]
 
 
-def _next_numbers(metal: Metal, year: int, count: int) -> list[str]:
-    """`count` consecutive receipt numbers under one take of the counter's row lock (the UPDATE takes it and
-    moves the counter in one statement; the first number of a metal and year makes the row)."""
-    last = receipt_counter_advance(metal_id=metal.pk, year=year, count=count)
-    if last is None:
+def _next_numbers(lot_id: int, year: int, count: int) -> list[str]:
+    """`count` consecutive receipt numbers for receipts of the lot, under one take of its metal/year counter's
+    row lock (the UPDATE takes it, moves the counter and names the metal in one statement, so callers need not
+    load the lot; the first number of a metal and year makes the row)."""
+    taken = receipt_counter_advance(lot_id=lot_id, year=year, count=count)
+    if taken is None:
+        metal_id = Lot.objects.filter(pk=lot_id).values_list("metal_id", flat=True).get()
         try:
             with transaction.atomic():
-                ReceiptNumberCounter.objects.create(metal=metal, year=year)
+                ReceiptNumberCounter.objects.create(metal_id=metal_id, year=year)
         except IntegrityError:
             pass
-        last = receipt_counter_advance(metal_id=metal.pk, year=year, count=count)
-        assert last is not None
-    return [f"WR-{metal.symbol.upper()}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
+        taken = receipt_counter_advance(lot_id=lot_id, year=year, count=count)
+        assert taken is not None
+    last, symbol = taken
+    return [f"WR-{symbol.upper()}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
 
 
 def open_quantity(lot: Lot) -> Decimal:
@@ -456,7 +459,7 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             raise Conflict(f"Only {format_kg(available)} kg of lot {lot.reference} is not yet receipted.",
                            code="lot_over_issued", details={"available_kg": format_kg(available)})
         receipt = Receipt.objects.create(
-            number=_next_number(lot.metal, signer.at.year), lot=lot, grade=lot.grade, quantity_kg=quantity,
+            number=_next_number(lot, signer.at.year), lot=lot, grade=lot.grade, quantity_kg=quantity,
             holder=holder, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
         data = chain.issued_data(
             metal=lot.metal.symbol, grade=lot.grade.code if lot.grade else None, form=lot.form,
@@ -477,7 +480,7 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     index is in `encumber` is encumbered at once for that order (its chain's second event). Caller holds the
     receipt's row lock."""
     assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
-    numbers = _next_numbers(receipt.lot.metal, signer.at.year, len(parts))
+    numbers = _next_numbers(receipt.lot_id, signer.at.year, len(parts))
     children = [Receipt(number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id, quantity_kg=q,
                         holder=h, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
                 for n, (q, h) in zip(numbers, parts, strict=True)]
@@ -578,7 +581,7 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
                      trade_ref: str) -> list[Receipt]:
     """Delivery leg of DvP: move `quantity_kg` of the sell order's encumbered receipts to the buyer, oldest
     first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks."""
-    receipts = list(order_receipts_for_update(holder_id=seller.pk, order_ref=order_ref).select_related("lot__metal"))
+    receipts = list(order_receipts_for_update(holder_id=seller.pk, order_ref=order_ref))
     if sum((r.quantity_kg for r in receipts), Decimal(0)) < quantity_kg:
         raise InsufficientReceipts(f"Order {order_ref} holds less than {quantity_kg} kg.")
     signer = _Signer.now()

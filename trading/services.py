@@ -221,7 +221,7 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     # back whole.
     if ticket.side == Side.SELL:
         # Read and locked in one statement (pk order, as every receipt lock), then taken oldest first.
-        locked = list(receipts_locked(_eligible(member, instrument)).select_related("lot__metal"))
+        locked = list(receipts_locked(_eligible(member, instrument)))
         for receipt in locked:
             receipt.holder = member  # what the query filtered on: no join for it
         locked.sort(key=lambda r: (r.issued_at, r.pk))
