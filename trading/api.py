@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -139,8 +140,9 @@ class OrderListCreateView(APIView):
             data = self.InputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             values = dict(data.validated_data)
-            instrument = get_object_or_404(Instrument.objects.select_related("grade__metal"),
-                                           code=values.pop("instrument"))
+            instrument = selectors.instrument_for_order(values.pop("instrument"))
+            if instrument is None:
+                raise Http404
             result = order_place(member=member, instrument=instrument, **values)
             body = {"order": _ORDER_OUT.to_representation(result.order),
                     "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
