@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 
+from config.db import insert_rows
 from config.errors import Conflict, ValidationFailed
 from members.models import Member, User
 from trading.lock_objects import accounts_for_update
@@ -103,12 +104,14 @@ def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
             for (pk, bucket), amount in delta.items():
                 setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
                 touched.add(pk)
-        rows = JournalEntry.objects.bulk_create(
-            [JournalEntry(kind=entry.kind, reference=entry.reference[:64], memo=entry.memo, created_by=entry.by)
-             for entry, _ in batch])
-        Posting.objects.bulk_create(
-            Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
-            for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs)
+        # Plain inserts (config.db.insert_rows): bulk_create compiled both anew on every order.
+        rows = [JournalEntry(kind=entry.kind, reference=entry.reference[:64], memo=entry.memo, created_by=entry.by)
+                for entry, _ in batch]
+        insert_rows(rows, ["kind", "reference", "memo", "created_by", "created_at"])
+        postings = [Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
+                    for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs]
+        if postings:
+            insert_rows(postings, ["entry", "account", "bucket", "amount", "currency"])
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
         # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift. One
         # executemany: psycopg sends the updates in one pipeline, one round trip.

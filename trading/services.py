@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from compliance import policy
+from config.db import insert_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.models import Receipt, ReceiptStatus, Warehouse
@@ -357,7 +358,8 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             buyer_fee=_floor_cents(notional * buyer_bps / BPS), seller_fee=_floor_cents(notional * seller_bps / BPS),
             executed_at=now))
     if trades:
-        Trade.objects.bulk_create(trades)
+        insert_rows(trades, ["instrument", "buy_order", "sell_order", "buyer", "seller", "aggressor", "price",
+                             "quantity_kg", "notional", "buyer_fee", "seller_fee", "executed_at"])
     for trade in trades:
         buy, sell = trade.buy_order, trade.sell_order
         # Delivery and payment in the same transaction: title moves only if cash moves, and back.
