@@ -354,7 +354,7 @@ def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer, 
     row = ReceiptEvent(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"], hash=sealed["hash"],
                        signature=dict(sealed["sig"]), recorded_at=signer.at)
     if save:
-        row.save(force_insert=True)
+        insert_rows([row], _EVENT_FIELDS)
     return row
 
 
