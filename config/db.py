@@ -24,7 +24,7 @@ def insert_rows(instances: Sequence[Model], field_names: Sequence[str]) -> None:
     columns = ", ".join(connection.ops.quote_name(cast(str, field.column)) for field in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     key = cast("Field[Any, Any]", meta.pk)
-    sql = (f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608 - names from meta
+    sql = (f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608  # nosec B608 - names from meta
            f"VALUES {', '.join([row] * len(instances))} RETURNING {connection.ops.quote_name(cast(str, key.column))}")
     for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
         instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]

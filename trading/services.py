@@ -32,7 +32,7 @@ from trading import book_cache
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
 from trading.ledger import AVAILABLE, HELD, Entry, member_account, post, post_many, system_account
-from trading.lock_objects import instrument_for_update, receipts_locked
+from trading.lock_objects import instrument_for_update, instrument_locked, receipts_locked
 from trading.models import (
     LIVE_ORDER_STATUSES,
     Account,
@@ -196,7 +196,7 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
 
 
 def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, client_order_id: str) -> OrderResult:
-    instrument = instrument_for_update(instrument_id).get()  # nothing under the lock reads its grade or metal
+    instrument = instrument_locked(instrument_id)  # nothing under the lock reads its grade or metal
     cached = book_cache.book_for(instrument)  # before the insert: a rebuilt book must not hold this order yet
     seq = instrument.book_seq + 1
     hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
@@ -303,7 +303,7 @@ def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[
     members = ", ".join(["%s"] * len(member_ids)) or "NULL"  # placeholders only; the ids go as parameters
     fee_account = "OR kind = 'fees' AND member_id IS NULL" if fees else ""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, member_id, kind, currency FROM trading_account WHERE currency = %s "  # noqa: S608
+        cursor.execute(f"SELECT id, member_id, kind, currency FROM trading_account WHERE currency = %s "  # noqa: S608  # nosec B608 - placeholders
                        f"AND (kind = 'member' AND member_id IN ({members}) {fee_account})",
                        [currency, *sorted(member_ids)])
         rows = cursor.fetchall()
