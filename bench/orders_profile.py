@@ -49,7 +49,8 @@ PARTS = [
     ("      receipt delivery", "receipts/services.py", "receipts_deliver"),
     ("      ledger post_many", "trading/ledger.py", "post_many"),
     ("  compliance policy", "compliance/policy.py", "can_trade"),
-    ("response serializers", "rest_framework/serializers.py", "data"),
+    ("response rendering (serializers)", "rest_framework/serializers.py", "to_representation"),
+    ("after-commit publishes (Celery)", "celery/app/task.py", "apply_async"),
     ("SQL round trips (psycopg execute)", "psycopg/cursor.py", "execute"),
     ("commit", "django/db/backends/base/base.py", "commit"),
 ]
