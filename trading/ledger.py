@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from config.db import insert_rows
 from config.errors import Conflict, ValidationFailed
 from members.models import Member, User
-from trading.lock_objects import accounts_for_update
+from trading.lock_objects import accounts_locked
 from trading.models import Account, AccountKind, JournalEntry, Posting
 from trading.money import quantize_money
 
@@ -88,7 +88,7 @@ def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
             raise ValueError(f"unbalanced journal entry {entry.kind}: {dict(totals)}")
         batch.append((entry, legs))
     with transaction.atomic(savepoint=False):
-        current = {a.pk: a for a in accounts_for_update([acc.pk for _, legs in batch for acc, _, _ in legs])}
+        current = {a.pk: a for a in accounts_locked([acc.pk for _, legs in batch for acc, _, _ in legs])}
         touched: set[int] = set()
         for _, legs in batch:
             delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
