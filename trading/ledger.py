@@ -107,11 +107,11 @@ def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
         # Plain inserts (config.db.insert_rows): bulk_create compiled both anew on every order.
         rows = [JournalEntry(kind=entry.kind, reference=entry.reference[:64], memo=entry.memo, created_by=entry.by)
                 for entry, _ in batch]
-        insert_rows(rows, ["kind", "reference", "memo", "created_by", "created_at"])
+        insert_rows(rows)
         postings = [Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
                     for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs]
         if postings:
-            insert_rows(postings, ["entry", "account", "bucket", "amount", "currency"])
+            insert_rows(postings)
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
         # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift. One
         # executemany: psycopg sends the updates in one pipeline, one round trip.

@@ -246,11 +246,9 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
 def _log_command(instrument: Instrument, command: BookCommand) -> None:
     """Append `command` (its seq the instrument's next) to the book's command log and move the instrument's
     `book_seq` to it, in two plain statements. The caller holds the instrument's row lock."""
+    command.instrument = instrument
+    insert_rows([command])
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, "
-                       "price, tif) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                       [instrument.pk, command.seq, command.kind, command.order_id, command.owner, command.side,
-                        command.quantity, command.price, command.tif])
         cursor.execute("UPDATE trading_instrument SET book_seq = %s WHERE id = %s", [command.seq, instrument.pk])
     instrument.book_seq = command.seq
 
@@ -263,23 +261,8 @@ def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, c
     order = Order(member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
                   order_type=ticket.order_type, tif=ticket.tif,
                   price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
-                  quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), status=OrderStatus.OPEN, held_amount=hold,
-                  book_seq=seq, created_at=timezone.now(), closed_at=None, cancel_reason="")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO trading_order (member_id, instrument_id, client_order_id, side, order_type, tif, price, "
-            "quantity_kg, filled_kg, status, held_amount, book_seq, created_at, closed_at, cancel_reason) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, '') "
-            "ON CONFLICT (member_id, client_order_id) DO NOTHING RETURNING id",
-            [member.pk, instrument.pk, client_order_id, order.side, order.order_type, order.tif, order.price,
-             order.quantity_kg, order.filled_kg, order.status, order.held_amount, seq,
-             connection.ops.adapt_datetimefield_value(order.created_at)])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    order.pk = row[0]
-    order._state.adding, order._state.db = False, connection.alias  # as if read back
-    return order
+                  quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), held_amount=hold, book_seq=seq)
+    return order if insert_rows([order], unless_exists_on=("member", "client_order_id")) else None
 
 
 def _fold_candles(instrument_id: int) -> None:
@@ -358,8 +341,7 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             buyer_fee=_floor_cents(notional * buyer_bps / BPS), seller_fee=_floor_cents(notional * seller_bps / BPS),
             executed_at=now))
     if trades:
-        insert_rows(trades, ["instrument", "buy_order", "sell_order", "buyer", "seller", "aggressor", "price",
-                             "quantity_kg", "notional", "buyer_fee", "seller_fee", "executed_at"])
+        insert_rows(trades)
     for trade in trades:
         buy, sell = trade.buy_order, trade.sell_order
         # Delivery and payment in the same transaction: title moves only if cash moves, and back.
