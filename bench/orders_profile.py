@@ -90,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=500)
     parser.add_argument("--traders", type=int, default=20)
+    parser.add_argument("--dump", help="also write the cProfile stats to this file (for pstats or snakeviz)")
     args = parser.parse_args()
     random.seed(7)
     env = {**orders_api.env(), "DATABASE_URL": f"{orders_api.PG}/{orders_api.DB}"}
@@ -133,6 +134,8 @@ def main() -> None:
     for n in range(args.orders):
         post(n, "profile")
     profile.disable()
+    if args.dump:
+        profile.dump_stats(args.dump)
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     profiled_total = sum(tt for (_f, _l, name), (_cc, _nc, tt, _ct, _callers) in stats.items())
 

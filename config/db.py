@@ -50,3 +50,54 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
         instance._state.adding = False
         instance._state.db = connection.alias
     return True
+
+
+# --- reads ---------------------------------------------------------------------------------------------------
+
+_Converter = Any
+
+
+def _readers(model: type[Model]) -> tuple[list[str], list[list[_Converter]], list[Any]]:
+    """The model's concrete fields' attnames, the converters the ORM applies to each column as it comes from the
+    database (JSON parsing and the like), and the column expressions they are called with."""
+    found = _READERS.get(model)
+    if found is None:
+        meta = model._meta
+        cols = [cast("Field[Any, Any]", f).get_col(meta.db_table) for f in meta.concrete_fields]
+        converters = [connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols]
+        found = _READERS[model] = ([cast(str, f.attname) for f in meta.concrete_fields], converters, cols)
+    return found
+
+
+_READERS: dict[type[Model], tuple[list[str], list[list[_Converter]], list[Any]]] = {}
+
+
+def columns(model: type[Model], alias: str) -> str:
+    """The select list of `model`'s concrete columns under table alias `alias`, in the order `select_rows` reads
+    them: `"r"."id", "r"."number", ...`."""
+    quote = connection.ops.quote_name
+    return ", ".join(f"{quote(alias)}.{quote(cast(str, f.column))}" for f in model._meta.concrete_fields)
+
+
+def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[tuple[Any, ...]]:
+    """Run `sql`, whose select list is `columns(m, alias)` of each of `models` in turn (then nothing else), and
+    build one instance of each model per row, as the ORM would build them (`from_db`, the ORM's converters).
+
+    For the hot read-and-lock statements of order entry: a queryset compiles its SQL anew on every call, about
+    0.5-1 ms for a join, more than the statement's round trip."""
+    readers = [(model, *_readers(model)) for model in models]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    out = []
+    for row in rows:
+        start, built = 0, []
+        for model, names, converters, cols in readers:
+            values = list(row[start:start + len(names)])
+            for i, chain in enumerate(converters):
+                for convert in chain:
+                    values[i] = convert(values[i], cols[i], connection)
+            built.append(model.from_db(connection.alias, names, values))
+            start += len(names)
+        out.append(tuple(built))
+    return out

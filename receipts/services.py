@@ -34,7 +34,7 @@ from receipts.grading import AssayProfile, GradeEvaluation, GradingResult, grade
 from receipts.lock_objects import (
     lot_for_update,
     open_incident_for_update,
-    order_receipts_for_update,
+    order_receipts_locked,
     receipt_counter_advance,
     receipts_for_update,
     stock_statement_for_update,
@@ -580,7 +580,7 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
                      trade_ref: str) -> list[Receipt]:
     """Delivery leg of DvP: move `quantity_kg` of the sell order's encumbered receipts to the buyer, oldest
     first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks."""
-    receipts = list(order_receipts_for_update(holder_id=seller.pk, order_ref=order_ref))
+    receipts = order_receipts_locked(holder_id=seller.pk, order_ref=order_ref)
     if sum((r.quantity_kg for r in receipts), Decimal(0)) < quantity_kg:
         raise InsufficientReceipts(f"Order {order_ref} holds less than {quantity_kg} kg.")
     signer = _Signer.now()

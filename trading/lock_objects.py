@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.db import connection
 from django.db.models import QuerySet
 
-from receipts.models import Receipt
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
@@ -22,11 +21,6 @@ def instrument_locked(pk: int) -> Instrument:
     for instrument in Instrument.objects.raw(f"SELECT * FROM trading_instrument WHERE id = %s{lock}", [pk]):  # noqa: S608  # nosec B608 - constant
         return instrument
     raise Instrument.DoesNotExist(f"No instrument {pk}.")
-
-
-def receipts_locked(receipts: QuerySet[Receipt]) -> QuerySet[Receipt]:
-    """These receipts (a filtered queryset: read and locked in one statement), locked in pk order."""
-    return receipts.select_for_update(of=("self",)).order_by("pk")
 
 
 def accounts_locked(pks: list[int]) -> list[Account]:

@@ -14,14 +14,13 @@ from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, cast
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from compliance import policy
-from config.db import insert_rows
+from config.db import columns, insert_rows, select_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
-from receipts.models import Receipt, ReceiptStatus, Warehouse
+from receipts.models import Receipt, ReceiptStatus
 from receipts.services import (
     receipt_withdrawal_request,
     receipts_deliver,
@@ -32,7 +31,7 @@ from trading import book_cache
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
 from trading.ledger import AVAILABLE, HELD, Entry, member_account, post, post_many, system_account
-from trading.lock_objects import instrument_for_update, instrument_locked, receipts_locked
+from trading.lock_objects import instrument_for_update, instrument_locked
 from trading.models import (
     LIVE_ORDER_STATUSES,
     Account,
@@ -151,25 +150,49 @@ def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str,
 
 
 def region_countries(region: str) -> list[str]:
-    # order_by(): the model's ordering would put `code` into the DISTINCT and list a country once per warehouse.
-    codes = (Warehouse.objects.filter(region=region, approved=True).order_by().values_list("country", flat=True)
-             .distinct())
-    return sorted(str(c) for c in codes)
+    """The countries of the region's approved warehouses: where a buy on it may be delivered from."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT country FROM receipts_warehouse WHERE region = %s AND approved "
+                       "ORDER BY country", [region])
+        return [str(row[0]) for row in cursor.fetchall()]
 
 
-def _eligible(member: Member, instrument: Instrument) -> QuerySet[Receipt]:
-    receipts = Receipt.objects.filter(holder=member, grade_id=instrument.grade_id, status=ReceiptStatus.ACTIVE,
-                                      lot__warehouse__region=instrument.region, lot__warehouse__approved=True)
-    if instrument.esg_class:
+_LABELLED: dict[str, tuple[str, tuple[Any, ...]]] = {}
+
+
+def _labelled(label: str) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters of "the receipts holding ESG label `label`" (compliance's rule, one query of
+    EXISTS subqueries), compiled once per process: its parameters are constants of the rule, not of the order."""
+    if label not in _LABELLED:
         from compliance.selectors import receipts_with_label
 
-        receipts = receipts.filter(pk__in=receipts_with_label(instrument.esg_class).values("pk"))
+        _LABELLED[label] = receipts_with_label(label).values("pk").query.sql_with_params()
+    return _LABELLED[label]
+
+
+def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = False) -> list[Receipt]:
+    """The member's receipts that may back a sell on this instrument, oldest first: active, of its grade, in
+    an approved warehouse of its region and, on an ESG instrument, holding its label. With `lock`, read and
+    locked in one statement (pk order, as every receipt lock); order entry's read. One plain statement: the
+    queryset with its joins and label subquery compiled anew for every sell cost ~1.5 ms."""
+    params: list[Any] = [member.pk, instrument.grade_id, ReceiptStatus.ACTIVE, instrument.region]
+    labelled = ""
+    if instrument.esg_class:
+        sub, sub_params = _labelled(instrument.esg_class)
+        labelled = f" AND r.id IN ({sub})"
+        params.extend(sub_params)
+    order = " ORDER BY r.id" + (" FOR UPDATE OF r" if connection.features.has_select_for_update else "") \
+        if lock else " ORDER BY r.issued_at, r.id"
+    sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta, compiled label rule
+           "JOIN receipts_lot l ON l.id = r.lot_id JOIN receipts_warehouse w ON w.id = l.warehouse_id "
+           f"WHERE r.holder_id = %s AND r.grade_id = %s AND r.status = %s AND w.region = %s AND w.approved"
+           f"{labelled}{order}")
+    receipts = [row[0] for row in select_rows(sql, params, Receipt)]
+    for receipt in receipts:
+        receipt.holder = member  # what the query filtered on: no join for it
+    if lock:
+        receipts.sort(key=lambda r: (r.issued_at, r.pk))
     return receipts
-
-
-def eligible_receipts(member: Member, instrument: Instrument) -> list[Receipt]:
-    """The member's receipts that may back a sell on this instrument, oldest first."""
-    return list(_eligible(member, instrument).order_by("issued_at", "pk"))
 
 
 # --- placing (do_*) ----------------------------------------------------------------------------------------
@@ -221,12 +244,8 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
     # _settle): the buyer's hold is checked there before anything is written, and a refusal rolls the order
     # back whole.
     if ticket.side == Side.SELL:
-        # Read and locked in one statement (pk order, as every receipt lock), then taken oldest first.
-        locked = list(receipts_locked(_eligible(member, instrument)))
-        for receipt in locked:
-            receipt.holder = member  # what the query filtered on: no join for it
-        locked.sort(key=lambda r: (r.issued_at, r.pk))
-        receipts_encumber(receipts=locked, quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
+        receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
+                          order_ref=f"O{order.pk}")
 
     engine_tif = ticket.tif
     book_cache.mark_tentative(instrument.pk, cached)
@@ -304,13 +323,25 @@ def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[
     return found, fees_account
 
 
+def _orders_with_members(pks: set[int]) -> dict[int, Order]:
+    """These orders with their members, by pk, in one plain statement (the makers an order met)."""
+    marks = ", ".join(["%s"] * len(pks))  # placeholders only; the keys go as parameters
+    sql = (f"SELECT {columns(Order, 'o')}, {columns(Member, 'm')} FROM trading_order o "  # noqa: S608  # nosec B608 - columns from meta, placeholders
+           f"JOIN members_member m ON m.id = o.member_id WHERE o.id IN ({marks})")
+    found = {}
+    for order, member in select_rows(sql, sorted(pks), Order, Member):
+        order.member = member
+        found[order.pk] = order
+    return found
+
+
 def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:
     """Settle every fill of `execution` and close what finished, inside the order's transaction: trades in one
     insert, receipts to the buyers (signed events), then every journal entry of the order (a buy's hold, one
     per trade, releases) in one `post_many`, then the orders."""
     # The engine takes any hashable id; this service gives it order primary keys.
     maker_ids = {cast(int, fill.maker_id) for fill in execution.fills} | {cast(int, pk) for pk in execution.cancelled}
-    orders = {o.pk: o for o in Order.objects.filter(pk__in=maker_ids).select_related("member")} if maker_ids else {}
+    orders = _orders_with_members(maker_ids) if maker_ids else {}
     orders[taker.pk] = taker
     # Every cash account the order touches, in one read: the buyer's for its hold, the makers' and the
     # platform's fee account when something filled or was cancelled.

@@ -188,3 +188,31 @@ def test_price_time_priority_and_receipts_carry_proof(market) -> None:
     assert trade.seller_id == early.pk
     [bought] = Receipt.objects.filter(holder=buyer)
     assert verify_bundle(receipt_bundle(bought)).ok
+
+
+def test_eligible_receipts_are_the_holders_active_receipts_of_the_grade_in_an_approved_warehouse_of_the_region(
+        market) -> None:
+    """The rule a sell is backed by (one plain statement, read or read-and-locked): every way a receipt can
+    fall outside it is left out, the rest come oldest first."""
+    from receipts.services import receipt_freeze, warehouse_set_approved
+    from trading.services import eligible_receipts
+
+    world, inst = market
+    seller, [first, second] = seller_with(world, "10.000", count=2)
+    _, [others] = seller_with(world, "10.000")  # another holder's
+    frozen = world.receipt(seller, quantity="10.000")
+    receipt_freeze(receipt=frozen, reason="test hold")
+    encumbered = world.receipt(seller, quantity="10.000")
+    place(seller, inst, "sell", "10", "600.00")  # takes the oldest: `first`
+    encumbered_now = Receipt.objects.filter(holder=seller, status=ReceiptStatus.ENCUMBERED).get()
+    assert encumbered_now.pk == first.pk
+    elsewhere = ReceiptWorld(region="EU").receipt(seller, quantity="10.000")  # another delivery region
+    closed_vault = ReceiptWorld()
+    unapproved = closed_vault.receipt(seller, quantity="10.000")
+    warehouse_set_approved(warehouse=closed_vault.warehouse, approved=False)
+    del others, elsewhere, unapproved
+
+    for lock in (False, True):
+        assert [r.pk for r in eligible_receipts(seller, inst, lock=lock)] == [second.pk, encumbered.pk]
+    other_grade = instrument("GA-7N-CN", grade="GA-7N")
+    assert eligible_receipts(seller, other_grade) == []
