@@ -86,6 +86,16 @@ def statement_kind(sql: str) -> str:
     return f"{verb} {table.group(1)}" if table else verb
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), or None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=500)
@@ -122,11 +132,15 @@ def main() -> None:
         return execute(sql, params, many, context)
 
     statuses.clear()
-    wall, cpu = time.perf_counter(), time.process_time()
+    with connection.cursor() as cursor:  # the server process behind this connection (same machine)
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    wall, cpu, pg = time.perf_counter(), time.process_time(), process_cpu_seconds(backend)
     with connection.execute_wrapper(count):
         for n in range(args.orders):
             post(n, "measure")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    pg_after = process_cpu_seconds(backend)
 
     measured = dict(statuses)
     profile = cProfile.Profile()
@@ -143,6 +157,9 @@ def main() -> None:
     print(f"{n} orders in-process, load average {os.getloadavg()[0]:.2f}; statuses {measured}")
     print(f"per order: {wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU of this process "
           f"({n / wall:.0f} orders/s on one connection, no HTTP)")
+    if pg is not None and pg_after is not None:
+        print(f"PostgreSQL: {(pg_after - pg) / n * 1000:.2f} ms CPU per order in the server process of this "
+              "connection (WAL writer and other background processes not counted)")
     print(f"SQL statements per order: {sum(statements.values()) / n:.1f}")
     for kind, k in statements.most_common():
         print(f"  {k / n:6.2f}  {kind}")

@@ -20,11 +20,15 @@ proxy model in an app that may import them (see compliance.models: MemberProxy, 
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import pghistory
-from django.db import connection
+import pghistory.config
+from django.db import connection, transaction
 from django.db.models import Model
 
 M = TypeVar("M", bound=type[Model])
@@ -74,30 +78,54 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
     return decorate
 
 
+# The audit context of the current transaction: {"id": uuid, "metadata": {...}} while an audit_context is open.
+_ACTIVE: ContextVar[dict[str, Any] | None] = ContextVar("ingot_audit_context", default=None)
+
+
+def _attach(context_id: str, metadata: dict[str, Any]) -> None:
+    """Put the context where pghistory's triggers read it: two transaction-local settings."""
+    encoded = json.dumps(metadata, cls=pghistory.config.json_encoder()) if context_id else ""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('pghistory.context_id', %s, true), "
+                       "set_config('pghistory.context_metadata', %s, true)", [context_id, encoded])
+
+
 @contextlib.contextmanager
 def audit_context(**metadata: Any) -> Iterator[None]:
-    """Attach who and why (officer id, action, reason) to every audit event written inside.
+    """Attach who and why (officer id, action, reason) to every audit event written inside, in one
+    transaction (opened here if the caller has none).
 
-    pghistory passes the context in transaction-local settings that only PostgreSQL has; elsewhere
-    this is a no-op so the same service code runs on the embedded SQLite mode.
+    pghistory's triggers read the context from two transaction-local settings. They are set once, when the
+    context opens, rather than through `pghistory.context`, which prepends a second statement to every
+    statement run inside: that cannot be sent as one prepared statement (server-side binding, see the
+    database settings), and costs a second statement's parse each time. It also reaches COPY, which no
+    execute wrapper sees. Only PostgreSQL has the settings; elsewhere this is a no-op so the same service code
+    runs on the embedded SQLite mode.
     """
     if connection.vendor != "postgresql":
         yield
         return
     given = {k: v for k, v in metadata.items() if v is not None}
-    tracker = getattr(pghistory.runtime._tracker, "value", None)
-    if tracker is not None:
+    active = _ACTIVE.get()
+    if active is not None:
         # Nested: the outermost operation names the whole change (an approval that also closes its
         # review flag is one approval); inner services may only add what it did not say.
-        pghistory.context(**{k: v for k, v in given.items() if k not in tracker.metadata})
+        extra = {k: v for k, v in given.items() if k not in active["metadata"]}
+        if extra:
+            active["metadata"].update(extra)
+            _attach(active["id"], active["metadata"])
         yield
         return
-    with pghistory.context(**given):
-        yield
-    # The settings are transaction-local, not block-local: left alone, later writes in the caller's
-    # transaction (a settlement after a licence draw) would be attributed to this action. Clear them
-    # once the outermost context is left. (After an error the savepoint rollback reverts them.)
-    if connection.in_atomic_block and not hasattr(pghistory.runtime._tracker, "value"):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('pghistory.context_id', '', true), "
-                           "set_config('pghistory.context_metadata', '', true)")
+    with transaction.atomic(savepoint=False):
+        active = {"id": str(uuid.uuid4()), "metadata": given}
+        token = _ACTIVE.set(active)
+        try:
+            _attach(active["id"], given)
+            yield
+        finally:
+            _ACTIVE.reset(token)
+        # The settings are transaction-local, not block-local: left alone, later writes in the caller's
+        # transaction (a settlement after a licence draw) would be attributed to this action. Clear them
+        # once the outermost context is left. (After an error the rollback reverts them.)
+        _attach("", {})
+

@@ -15,9 +15,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, Final, NamedTuple, cast
 
-import pghistory
-import pghistory.config
-import pghistory.runtime
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_countries import countries
@@ -816,7 +813,6 @@ def _esg_store(changes: Iterable[_EsgRow], stored: dict[tuple[int, int], str]) -
             break
     written: list[tuple[int, int]] = []
     if fresh:
-        _audit_context_attach()
         try:
             # (COPY is psycopg's own: wrap_database_errors makes its errors Django's, as execute's are.)
             with transaction.atomic(), connection.wrap_database_errors, connection.cursor() as cursor, \
@@ -889,18 +885,6 @@ def _copy_sql(model: type[Any], columns: Sequence[str] | None = None) -> str:
     return f"COPY {table} ({names}) FROM STDIN"
 
 
-def _audit_context_attach() -> None:
-    """pghistory attaches the audit context (who, why) to each statement through Django's execute wrappers,
-    which COPY does not pass through: attach it to the transaction beforehand, as pghistory itself would."""
-    tracker = getattr(pghistory.runtime._tracker, "value", None)
-    if tracker is None:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('pghistory.context_id', %s, true), "
-                       "set_config('pghistory.context_metadata', %s, true)",
-                       (str(tracker.id), json.dumps(tracker.metadata, cls=pghistory.config.json_encoder())))
-
-
 def _staged_insert(model: type[Any], columns: Sequence[str], rows: Iterable[tuple[Any, ...]],
                    tail: str) -> list[tuple[Any, ...]]:
     """INSERT INTO model's table (columns) SELECT ... FROM a temporary table filled by COPY, then `tail`
@@ -968,7 +952,6 @@ def _esg_flags_raise(proofs: list[ReceiptProof], failed: list[tuple[int, EsgRule
         head = f"{_copy_text(FlagKind.ESG_FAILURE.value)}\t{_copy_text(FlagStatus.OPEN.value)}\t"
         tail = f"\t{now.isoformat()}\t\n"
         try:  # the common case: no other worker raised any of these meanwhile
-            _audit_context_attach()
             with transaction.atomic(), connection.wrap_database_errors, connection.cursor() as cursor, \
                     cursor.copy(_copy_sql(Flag, _FLAG_COLUMNS)) as copy:
                 # `_copy_line(row)`, spelt out: ids need no escaping, kind, status and the stamp are the same

@@ -10,7 +10,6 @@ one round trip.
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,10 +92,6 @@ VALUE_INVARIANTS: dict[str, tuple[str, str]] = {
 }
 
 
-# Statements already prepared on each database connection (by psycopg connection object).
-_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-
-
 def _statement_name(sql: str) -> str:
     return "ingot_check_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:16]
 
@@ -105,18 +100,19 @@ def fetch(statements: Mapping[str, str], arguments: Mapping[str, Sequence[int]] 
     """Run the statements in one round trip and return each one's rows by name.
 
     Each statement is prepared once per database connection (PREPARE outlives the test transactions
-    and savepoints it was made in) and then executed by name: planning is most of what such a small
-    query costs, and the stateful test runs these after every step. `arguments`: integers for a
+    and savepoints it was made in, until a DEALLOCATE) and then executed by name: planning is most of
+    what such a small query costs, and the stateful test runs these after every step. `arguments`: integers for a
     statement's $1, $2... (written into the EXECUTE, so checked to be integers)."""
     arguments = arguments or {}
     names = list(statements)
     with connection.cursor() as cursor:
-        prepared = _PREPARED.setdefault(connection.connection, set())
         by_name = {_statement_name(sql): sql for sql in statements.values()}
-        missing = by_name.keys() - prepared
+        # Asked of the server each time: psycopg's own statement cache sends DEALLOCATE ALL after any
+        # ROLLBACK (each test's end, each savepoint rolled back), which drops these too.
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE starts_with(name, 'ingot_check_')")
+        missing = by_name.keys() - {row[0] for row in cursor.fetchall()}
         if missing:
             cursor.execute(";\n".join(f"PREPARE {name} AS {by_name[name]}" for name in sorted(missing)))
-            prepared.update(missing)
         executes = []
         for name in names:
             args = arguments.get(name, ())

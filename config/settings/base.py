@@ -78,6 +78,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Server-side parameter binding (DB_SERVER_SIDE_BINDING=true): the statement text stays the same from call
+    # to call, so psycopg prepares a statement once it has run 5 times on a connection and PostgreSQL stops
+    # parsing and planning it anew. Not behind PgBouncer in transaction mode before its 1.21
+    # (max_prepared_statements).
+    if env.bool("DB_SERVER_SIDE_BINDING", default=False):
+        DATABASES["default"].setdefault("OPTIONS", {}).update({"server_side_binding": True, "prepare_threshold": 5})
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "members.User"
