@@ -80,8 +80,9 @@ def columns(model: type[Model], alias: str) -> str:
 
 
 def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[tuple[Any, ...]]:
-    """Run `sql`, whose select list is `columns(m, alias)` of each of `models` in turn (then nothing else), and
-    build one instance of each model per row, as the ORM would build them (`from_db`, the ORM's converters).
+    """Run `sql`, whose select list is `columns(m, alias)` of each of `models` in turn, then any other columns,
+    and build one instance of each model per row, as the ORM would build them (`from_db`, the ORM's
+    converters); the other columns follow the instances in each tuple, as they came.
 
     For the hot read-and-lock statements of order entry: a queryset compiles its SQL anew on every call, about
     0.5-1 ms for a join, more than the statement's round trip."""
@@ -99,5 +100,5 @@ def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[t
                     values[i] = convert(values[i], cols[i], connection)
             built.append(model.from_db(connection.alias, names, values))
             start += len(names)
-        out.append(tuple(built))
+        out.append((*built, *row[start:]))
     return out

@@ -3,9 +3,12 @@ receipts.lock_objects (by pk) after the instrument, so two transactions never wa
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.db import connection
 from django.db.models import QuerySet
 
+from config.db import columns, select_rows
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
@@ -18,9 +21,11 @@ def instrument_locked(pk: int) -> Instrument:
     """The instrument row, locked: order entry's serialising read, in one plain statement (the ORM compiled the
     same select anew for every order). SQLite has no row locks (its writers already run one at a time)."""
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    for instrument in Instrument.objects.raw(f"SELECT * FROM trading_instrument WHERE id = %s{lock}", [pk]):  # noqa: S608  # nosec B608 - constant
-        return instrument
-    raise Instrument.DoesNotExist(f"No instrument {pk}.")
+    rows = select_rows(f"SELECT {columns(Instrument, 'i')} FROM trading_instrument i WHERE i.id = %s{lock}",  # noqa: S608  # nosec B608 - columns from meta
+                       [pk], Instrument)
+    if not rows:
+        raise Instrument.DoesNotExist(f"No instrument {pk}.")
+    return cast(Instrument, rows[0][0])
 
 
 def accounts_locked(pks: list[int]) -> list[Account]:
@@ -31,8 +36,8 @@ def accounts_locked(pks: list[int]) -> list[Account]:
         return []
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     marks = ", ".join(["%s"] * len(keys))  # placeholders only; the keys go as parameters
-    return list(Account.objects.raw(f"SELECT * FROM trading_account WHERE id IN ({marks}) ORDER BY id{lock}",  # noqa: S608  # nosec B608 - placeholders
-                                    keys))
+    sql = f"SELECT {columns(Account, 'a')} FROM trading_account a WHERE a.id IN ({marks}) ORDER BY a.id{lock}"  # noqa: S608  # nosec B608 - columns from meta, placeholders
+    return [row[0] for row in select_rows(sql, keys, Account)]
 
 
 def orders_for_update(pks: list[int]) -> QuerySet[Order]:

@@ -7,11 +7,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from config.db import columns, select_rows
 from members.models import Member
 from receipts import grading
 from receipts.bundles import Check, VerificationResult, verify_bundle
@@ -53,19 +54,18 @@ def instrument_for_order(code: str) -> Instrument | None:
     symbol; the grade's and the metal's other fields load on first use), in one plain statement. The ORM's
     select_related("grade__metal") compiled a three-table select anew for every order (~0.9 ms) and built
     two models it did not need, parsing their JSON."""
-    found = list(Instrument.objects.raw(
-        "SELECT i.*, m.id AS metal_pk, m.symbol AS metal_symbol FROM trading_instrument i "
+    found = select_rows(
+        f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta
         "JOIN receipts_grade g ON g.id = i.grade_id JOIN receipts_metal m ON m.id = g.metal_id WHERE i.code = %s",
-        [code]))
+        [code], Instrument)
     if not found:
         return None
-    instrument = found[0]
-    extra: Any = instrument  # the two joined columns ride on the instance
+    instrument, metal_pk, metal_symbol = found[0]
     db = instrument._state.db
-    grade = Grade.from_db(db, ["id", "metal_id"], [instrument.grade_id, extra.metal_pk])
-    grade.metal = Metal.from_db(db, ["id", "symbol"], [extra.metal_pk, extra.metal_symbol])
+    grade = Grade.from_db(db, ["id", "metal_id"], [instrument.grade_id, metal_pk])
+    grade.metal = Metal.from_db(db, ["id", "symbol"], [metal_pk, metal_symbol])
     instrument.grade = grade
-    return instrument
+    return cast(Instrument, instrument)
 
 
 def recent_trades(instrument: Instrument, limit: int = 50) -> QuerySet[Trade]:
