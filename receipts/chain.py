@@ -305,7 +305,7 @@ def issued_data(
         "attestations": [{"type": a["type"], "hash": attestation_hash(a)} for a in attestations],
     }
     if attesters is not None:
-        data["attesters"] = dict(attesters)
+        data["attesters"] = attesters
     return data
 
 
