@@ -145,8 +145,7 @@ class LotNominationOutputSerializer(serializers.ModelSerializer):
 
 
 def _nominations(lot: Lot) -> list[dict[str, Any]]:
-    rows = lot.nominations.select_related("member", "nominated_by", "withdrawn_by").order_by("nominated_at", "pk")
-    return list(LotNominationOutputSerializer(rows, many=True).data)
+    return list(LotNominationOutputSerializer(selectors.nominations_of(lot), many=True).data)
 
 
 class NomineeInputSerializer(serializers.Serializer):
