@@ -34,6 +34,12 @@ LOT = {"ref": LOT_REF, "metal": "Ga", "form": "ingot", "net_mass_kg": "1000.000"
        "producer": "M-PROD", "brand": "Demo", "batch_number": "GA-2026-0001", "seal_numbers": ["S-1", "S-2"]}
 
 
+# Who may attest the lot, as a receipt issued since nominations carries it: the operator (origin), the producer
+# (recycled content), and the nominated lab and verifier.
+ATTESTERS = {"operator": "M-WH", "producer": "M-PROD",
+             "nominated": {"assay": ["M-LAB"], "carbon_footprint": ["M-VER"]}}
+
+
 def party(member: str, role: str) -> tuple[Ed25519PrivateKey, str, dict[str, Any]]:
     private_key = Ed25519PrivateKey.generate()
     jwk = registered_key_jwk(private_key.public_key(), member=member, roles=[role], valid_from="2025-01-01T00:00:00Z")
@@ -84,7 +90,7 @@ def build() -> dict[str, Any]:
     steps = [
         ("issued", "2026-01-10T09:00:00Z", issued_data(
             metal="Ga", grade="GA-6N", form="ingot", quantity="1000.000", warehouse="SH01", holder="M-TRADER-A",
-            lot=LOT, grade_spec=spec, attestations=attestations)),
+            lot=LOT, grade_spec=spec, attestations=attestations, attesters=ATTESTERS)),
         ("encumbered", "2026-01-11T10:00:00Z", {"order": "O-1"}),
         ("released", "2026-01-12T10:00:00Z", {"order": "O-1"}),
         ("encumbered", "2026-01-13T10:00:00Z", {"order": "O-2"}),

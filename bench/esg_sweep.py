@@ -219,7 +219,8 @@ def build_world(receipts: int, per_lot: int) -> dict[str, Any]:
         lot = services.lot_register(
             warehouse=warehouse, registered_by=operator, metal="Ga", form="ingot", net_mass_kg=Decimal("100"),
             package_count=4, brand="BENCH", batch_number=f"REAL-{n:03d}", production_date=date(2026, 1, 5),
-            location="A1", depositor=holders[n])
+            location="A1", depositor=holders[n],
+            nominees=[(lab, ["assay"]), (producer, ["carbon_footprint", "recycled_content", "origin"])])
         docs = {"assay": (assay_document(lot, lab), lab_key, lab_kid, lab),
                 "carbon_footprint": (footprint_document(lot, producer, pcf="12.4"), prod_key, prod_kid, producer),
                 "recycled_content": (recycled_document(lot), prod_key, prod_kid, producer),

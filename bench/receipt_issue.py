@@ -112,7 +112,7 @@ def build_world(lots: int, mass_kg: int) -> dict[str, Any]:
         lot = services.lot_register(
             warehouse=warehouse, registered_by=operator, metal="Ga", form="ingot", net_mass_kg=Decimal(mass_kg),
             package_count=mass_kg, brand="BENCH", batch_number=f"BENCH-{n:04d}", production_date=date(2026, 1, 5),
-            location="A1", depositor=holder)
+            location="A1", depositor=holder, nominees=[(lab, ["assay"])])
         assay = {"type": "assay", "lot": lot.reference, "lab": lab.legal_id, "method": "GDMS",
                  "sampledAt": issued, "issuedAt": issued, "purityPercent": "99.99995",
                  "impurities": [{"element": e, "value": v, "unit": "ppb"} for e, v in

@@ -1,5 +1,5 @@
-"""The receipts part of the officers' console: catalogue, warehouses (approval), lots and their signed
-attestations, receipts and their event chains, storage incidents and stock statements.
+"""The receipts part of the officers' console: catalogue, warehouses (approval), lots with their nominated
+attesters and signed attestations, receipts and their event chains, storage incidents and stock statements.
 
 Everything is read-only: title, quantities and signed documents never change through a form. State moves
 only through actions that ask for a reason and call a service (freeze / unfreeze a receipt, close an
@@ -21,6 +21,7 @@ from receipts.models import (
     Attestation,
     Grade,
     Lot,
+    LotNomination,
     Metal,
     Receipt,
     ReceiptEvent,
@@ -90,13 +91,23 @@ class AttestationInline(ReadOnlyInline):
     fields = ["kind", "signer", "signing_key", "digest", "created_at"]
 
 
+class LotNominationInline(ReadOnlyInline):
+    """Who the warehouse nominated to attest the lot; withdrawn rows stay, with when and by whom."""
+
+    model = LotNomination
+    fields = ["member", "kind", "nominated_by", "nominated_at", "withdrawn_by", "withdrawn_at"]
+    ordering = ["nominated_at", "pk"]
+    verbose_name = "nomination to attest"
+    verbose_name_plural = "nominations to attest (besides the operator and the producer)"
+
+
 @admin.register(Lot)
 class LotAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "warehouse", "metal", "form", "net_mass_kg", "grade", "depositor", "created_at"]
     list_filter = ["metal", "grade", "warehouse"]
     search_fields = ["batch_number", "brand", "depositor__name", "warehouse__code"]
     list_select_related = ["warehouse", "metal", "grade", "depositor"]
-    inlines = [AttestationInline]
+    inlines = [LotNominationInline, AttestationInline]
 
 
 @admin.register(Attestation)

@@ -36,6 +36,7 @@ from receipts.models import (
     Attestation,
     AttestationKind,
     Lot,
+    LotNomination,
     Receipt,
     ReceiptStatus,
     StockStatement,
@@ -129,6 +130,36 @@ class AttestationOutputSerializer(serializers.ModelSerializer):
                   "created_at"]
 
 
+class LotNominationOutputSerializer(serializers.ModelSerializer):
+    member = serializers.CharField(source="member.legal_id", help_text="Legal id of the nominated member.")
+    member_name = serializers.CharField(source="member.name")
+    kind = serializers.CharField(help_text="Attestation kind: " + ", ".join(AttestationKind.values) + ".")
+    nominated_by = serializers.CharField(source="nominated_by.legal_id")
+    withdrawn_by = serializers.CharField(source="withdrawn_by.legal_id", allow_null=True, default=None)
+    live = serializers.BooleanField(source="is_live", help_text="False once withdrawn (the row stays as history).")
+
+    class Meta:
+        model = LotNomination
+        fields = ["id", "member", "member_name", "kind", "live", "nominated_by", "nominated_at", "withdrawn_by",
+                  "withdrawn_at"]
+
+
+def _nominations(lot: Lot) -> list[dict[str, Any]]:
+    return list(LotNominationOutputSerializer(selectors.nominations_of(lot), many=True).data)
+
+
+class NomineeInputSerializer(serializers.Serializer):
+    member = serializers.CharField(max_length=64, help_text="Legal id of the member nominated to attest the lot "
+                                                            "(an assay lab, a verifier, a recycler...).")
+    kinds = serializers.ListField(
+        child=serializers.ChoiceField(choices=AttestationKind.choices), min_length=1, max_length=4,
+        help_text="The attestation kinds it may sign for this lot; the member needs a role that may sign each.")
+
+
+def _nominee(fields: Mapping[str, Any], prefix: str = "") -> tuple[Member, list[str]]:
+    return _member_by_legal_id(fields["member"], f"{prefix}member"), list(fields["kinds"])
+
+
 class LotOutputSerializer(serializers.ModelSerializer):
     reference = serializers.CharField()
     warehouse = serializers.CharField(source="warehouse.code")
@@ -156,9 +187,10 @@ class LotQuantitiesSerializer(serializers.Serializer):
 class LotDetailOutputSerializer(LotOutputSerializer):
     quantities = serializers.SerializerMethodField()
     attestations = serializers.SerializerMethodField()
+    nominations = serializers.SerializerMethodField()
 
     class Meta(LotOutputSerializer.Meta):
-        fields = [*LotOutputSerializer.Meta.fields, "quantities", "attestations"]
+        fields = [*LotOutputSerializer.Meta.fields, "quantities", "attestations", "nominations"]
 
     @extend_schema_field(LotQuantitiesSerializer)
     def get_quantities(self, lot: Lot) -> dict[str, str]:
@@ -168,6 +200,12 @@ class LotDetailOutputSerializer(LotOutputSerializer):
     def get_attestations(self, lot: Lot) -> list[dict[str, Any]]:
         rows = lot.attestations.select_related("signer", "submitted_by", "signing_key").order_by("created_at", "pk")
         return list(AttestationOutputSerializer(rows, many=True).data)
+
+    @extend_schema_field(LotNominationOutputSerializer(
+        many=True, help_text="Who the operator nominated to attest the lot, withdrawn ones included; the operator "
+                             "and the producer may attest it without a nomination."))
+    def get_nominations(self, lot: Lot) -> list[dict[str, Any]]:
+        return _nominations(lot)
 
 
 class ReceiptOutputSerializer(serializers.ModelSerializer):
@@ -267,6 +305,11 @@ class LotRegisterView(APIView):
         depositor = serializers.CharField(max_length=64, help_text="Legal id of the member that deposited it.")
         producer = serializers.CharField(max_length=64, required=False, allow_null=True, default=None,
                                          help_text="Legal id of the producing member, if it is one.")
+        # max_length reaches the ListSerializer that many=True makes (DRF >= 3.14); the stubs predate it.
+        nominees = NomineeInputSerializer(  # type: ignore[call-arg]
+            many=True, required=False, default=list, max_length=50,
+            help_text="Members nominated to attest the lot (besides the operator and the producer), as "
+                      "POST /lots/{id}/nominations takes them.")
 
     @extend_schema(request=InputSerializer, responses={201: LotDetailOutputSerializer}, tags=["receipts"], operation_id="lots_register")
     def post(self, request: Request, code: str) -> HttpResponse:
@@ -280,8 +323,9 @@ class LotRegisterView(APIView):
             depositor = _member_by_legal_id(fields.pop("depositor"), "depositor")
             producer_id = fields.pop("producer")
             producer = _member_by_legal_id(producer_id, "producer") if producer_id else None
+            nominees = [_nominee(n, f"nominees[{i}].") for i, n in enumerate(fields.pop("nominees"))]
             lot = services.lot_register(warehouse=warehouse, registered_by=member, depositor=depositor,
-                                        producer=producer, **fields)
+                                        producer=producer, nominees=nominees, **fields)
             return 201, LotDetailOutputSerializer(lot).data
 
         return idempotent(request, member, work)
@@ -437,6 +481,63 @@ class AttestationSubmitView(APIView):
             return 201, AttestationOutputSerializer(attestation).data
 
         return idempotent(request, member, work)
+
+
+def _operated_lot(member: Member, pk: int) -> Lot:
+    """A lot the member may see and operates: 404 if it cannot see it, 403 if it sees it (a depositor, a
+    holder) but does not run its warehouse."""
+    lot = _visible_lot(member, pk)
+    _require_operator_of(member, lot.warehouse)
+    return lot
+
+
+class LotNominationsView(APIView):
+    """Who may attest a lot. Besides the lot's warehouse operator and its producer, only members the operator
+    nominates (per attestation kind) may sign its attestations."""
+
+    idempotent = True
+
+    @extend_schema(responses={200: LotNominationOutputSerializer(many=True)}, tags=["receipts"],
+                   operation_id="lots_nominations_list")
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(_nominations(_visible_lot(require_member(request), pk)))
+
+    @extend_schema(request=NomineeInputSerializer, responses={201: LotNominationOutputSerializer(many=True)},
+                   tags=["receipts"], operation_id="lots_nominate",
+                   description="The lot's warehouse operator nominates a member to attest the lot for the kinds "
+                               "given. Idempotent: a kind the member is already nominated for keeps its "
+                               "nomination. Answers the member's live nominations for those kinds. Errors: "
+                               "unknown_member, nominee_role_not_allowed (400); not_warehouse_operator (403) "
+                               "for a depositor or holder; 404 for anyone who cannot see the lot.")
+    def post(self, request: Request, pk: int) -> HttpResponse:
+        member = require_member(request)
+
+        def work() -> tuple[int, Any]:
+            lot = _operated_lot(member, pk)
+            data = NomineeInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            nominee, kinds = _nominee(data.validated_data)
+            rows = services.lot_nominate(lot=lot, by=member, member=nominee, kinds=kinds)
+            return 201, LotNominationOutputSerializer(rows, many=True).data
+
+        return idempotent(request, member, work)
+
+
+class LotNominationWithdrawView(APIView):
+    """The operator withdraws a member's nominations for the kinds given (all or none). Refused with
+    nomination_in_use (409) for a kind the member has already attested the lot for; nomination_not_found (404)
+    for a kind it is not nominated for. The nominations stay listed, marked withdrawn."""
+
+    @extend_schema(request=NomineeInputSerializer, responses={200: LotNominationOutputSerializer(many=True)},
+                   tags=["receipts"], operation_id="lots_nominations_withdraw")
+    def post(self, request: Request, pk: int) -> Response:
+        member = require_member(request)
+        lot = _operated_lot(member, pk)
+        data = NomineeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        nominee, kinds = _nominee(data.validated_data)
+        rows = services.lot_nomination_withdraw(lot=lot, by=member, member=nominee, kinds=kinds)
+        return Response(LotNominationOutputSerializer(rows, many=True).data)
 
 
 class FailureSerializer(serializers.Serializer):

@@ -840,7 +840,7 @@ class _Verifier:
         self._check_conservation(chains)
         root_issued = chains[0][1][0]["event"]
         anchored_at = parse_utc(root_issued.get("at"))
-        self._check_attestations(anchored_at)
+        self._check_attestations(anchored_at, _attesters(root_issued))
         self._check_bindings(root_issued)
         own_state = states[-1] if len(states) == len(chains) and states[-1].number == own_number else None
         self._check_receipt(own_state)
@@ -964,7 +964,7 @@ class _Verifier:
             "; ".join(problems) or f"{splits} split(s); children sum exactly to their parent; transfers move whole receipts",
         )
 
-    def _check_attestations(self, anchored_at: datetime | None) -> None:
+    def _check_attestations(self, anchored_at: datetime | None, attesters: Mapping[str, frozenset[str]] | None) -> None:
         lot_ref = self.bundle["lot"].get("ref")
         for index, entry in enumerate(self.bundle["attestations"]):
             kind, doc = entry["type"], entry["document"]
@@ -988,6 +988,12 @@ class _Verifier:
                 ok, detail = False, "dated after the receipt was issued on it"
             if ok and kind == "assay" and key is not None and doc.get("lab") != key.member:
                 ok, detail = False, f"signed by {key.member}, but the certificate names lab {doc.get('lab')!r}"
+            if ok and attesters is not None and key is not None and key.member not in attesters.get(kind, ()):
+                ok, detail = False, (
+                    f"signed by {key.member}, who is neither the lot's warehouse operator, its producer nor "
+                    f"nominated for {kind} in the issued event" if attesters else
+                    "the issued event's attesters are malformed"
+                )
             self.add_signed(f"{label}: signature", ok, detail, cleared)
             matches = isinstance(lot_ref, str) and attestation_lot_matches(kind, doc, lot_ref)
             self.add(f"{label}: lot", matches, f"about lot {lot_ref}" if matches else f"not about lot {lot_ref}")
@@ -1126,6 +1132,30 @@ class _Verifier:
         if ok and state is not None and exported_at is not None and exported_at < state.moment:
             ok, detail = False, "exported before the receipt's last event"
         self.add_signed("bundle seal", ok, detail, cleared)
+
+
+def _attesters(root_issued: Mapping[str, Any]) -> dict[str, frozenset[str]] | None:
+    """Who may sign each kind of attestation, from the root `issued` event's `attesters`
+    (platform-signed): the operator, the producer and the members nominated for the kind.
+    None when the event names none (a receipt issued before nominations existed): then
+    only roles are checked. Empty when they are malformed, so every attestation fails."""
+    data = root_issued.get("data")
+    if not isinstance(data, dict) or "attesters" not in data:
+        return None
+    attesters = data["attesters"]
+    if not isinstance(attesters, dict):
+        return {}
+    operator, producer, nominated = attesters.get("operator"), attesters.get("producer"), attesters.get("nominated")
+    if type(operator) is not str or not (producer is None or type(producer) is str) or type(nominated) is not dict:
+        return {}
+    always = {operator} if producer is None else {operator, producer}
+    allowed: dict[str, frozenset[str]] = {}
+    for kind in SIGNER_ROLES:
+        members = nominated.get(kind, [])
+        if type(members) is not list or not all(type(m) is str for m in members):
+            return {}
+        allowed[kind] = frozenset(always.union(members))
+    return allowed
 
 
 def _kg(value: Any) -> Decimal:

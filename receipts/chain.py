@@ -286,10 +286,13 @@ def issued_data(
     lot: Mapping[str, Any],
     grade_spec: Mapping[str, Any] | None,
     attestations: Iterable[Mapping[str, Any]],
+    attesters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `data` of an `issued` event, binding the lot, the grade spec and every
-    attestation by hash; `lot["ref"]` is the lot reference."""
-    return {
+    attestation by hash; `lot["ref"]` is the lot reference. `attesters` ({operator,
+    producer, nominated: {kind: [member]}}) names who may sign the lot's attestations;
+    receipts issued before nominations existed carry none."""
+    data: dict[str, Any] = {
         "metal": metal,
         "grade": grade,
         "form": form,
@@ -301,6 +304,9 @@ def issued_data(
         "grade_spec_hash": None if grade_spec is None else content_hash(grade_spec),
         "attestations": [{"type": a["type"], "hash": attestation_hash(a)} for a in attestations],
     }
+    if attesters is not None:
+        data["attesters"] = attesters
+    return data
 
 
 # --- replay -------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 the recycler and the warehouses, and signed lots with receipts (Ga 6N / 7N, Ge 6N, In 5N5, W 4N, Re
 powder 5N5 and a non-standard W lot), some recycled, with PACT footprints and RMI-style origins.
 
-Everything goes through the services, so every receipt carries a real, verifiable bundle. Idempotent: a
+Each lot's warehouse nominates the demo labs and verifiers that attest it when it registers the lot (the
+producer and the operator need no nomination). Everything goes through the services, so every receipt
+carries a real, verifiable bundle. Idempotent: a
 lot already registered (warehouse + batch number) is left as it is; keys and warehouses are reused.
 Run after members.demo.load().
 
@@ -176,6 +178,18 @@ def _origin(lot: Lot, smelter_id: str, smelter_name: str, country: str, at: date
             "conformant": True}
 
 
+def _nominees(spec: DemoLot, warehouse: Warehouse, members: dict[str, Member]) -> list[tuple[Member, list[str]]]:
+    """The demo lot's labs and verifiers, nominated by its warehouse at registration: every signer that is
+    neither the operator nor the lot's producer (those need no nomination)."""
+    signers: dict[str, list[str]] = {spec.lab: ["assay"]}
+    for kind, attested in (("carbon_footprint", spec.footprint), ("recycled_content", spec.recycled),
+                           ("origin", spec.origin)):
+        if attested:
+            signers.setdefault(attested[0], []).append(kind)
+    exempt = {warehouse.operator_id, members[spec.producer].pk if spec.producer else None}
+    return [(members[username], kinds) for username, kinds in signers.items() if members[username].pk not in exempt]
+
+
 def _load_lot(spec: DemoLot, warehouse: Warehouse, members: dict[str, Member], keys: _Keys,
               now: datetime) -> int:
     """Register, attest, grade and issue one demo lot; returns how many receipts were issued."""
@@ -186,7 +200,8 @@ def _load_lot(spec: DemoLot, warehouse: Warehouse, members: dict[str, Member], k
         brand=spec.brand, batch_number=spec.batch, production_date=(now - timedelta(days=45)).date(),
         location=spec.location, depositor=members[spec.depositor],
         producer=members[spec.producer] if spec.producer else None,
-        seal_numbers=[f"{spec.batch}-S{i}" for i in (1, 2)])
+        seal_numbers=[f"{spec.batch}-S{i}" for i in (1, 2)],
+        nominees=_nominees(spec, warehouse, members))
     at = now - timedelta(days=20)
     attestations: list[tuple[str, str, dict[str, Any]]] = [
         ("assay", spec.lab, _assay(lot, spec, members[spec.lab], at))]

@@ -184,6 +184,42 @@ class Attestation(models.Model):
         return f"{self.kind} for lot {self.lot_id}"
 
 
+class LotNomination(models.Model):
+    """A member the lot's warehouse operator appointed to attest the lot, for one kind of attestation.
+
+    Besides the operator and the lot's producer, only a nominated member's signature is accepted on the
+    lot's attestations of that kind. Rows are history: a withdrawal marks the row, and a later nomination
+    of the same member for the same kind is a new row (at most one live row per lot, member and kind)."""
+
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="nominations")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lot_nominations")
+    kind = models.CharField(max_length=20, choices=AttestationKind.choices)
+    nominated_by = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="+")
+    nominated_at = models.DateTimeField()
+    withdrawn_by = models.ForeignKey(Member, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["lot_id", "kind", "nominated_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["lot", "member", "kind"], condition=Q(withdrawn_at__isnull=True),
+                                    name="lot_nomination_live_unique"),
+            models.CheckConstraint(condition=Q(withdrawn_at__isnull=True, withdrawn_by__isnull=True)
+                                   | Q(withdrawn_at__isnull=False, withdrawn_by__isnull=False),
+                                   name="lot_nomination_withdrawal_complete"),
+            models.CheckConstraint(condition=Q(withdrawn_at__isnull=True) | Q(withdrawn_at__gte=F("nominated_at")),
+                                   name="lot_nomination_withdrawn_after_nominated"),
+        ]
+
+    def __str__(self) -> str:
+        state = " (withdrawn)" if self.withdrawn_at else ""
+        return f"{self.member_id} may attest {self.kind} for lot {self.lot_id}{state}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.withdrawn_at is None
+
+
 class ReceiptStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     ENCUMBERED = "encumbered", "Encumbered by a sell order"

@@ -18,6 +18,7 @@ from receipts.models import (
     OPEN_STATUSES,
     Attestation,
     Lot,
+    LotNomination,
     Receipt,
     ReceiptEvent,
     ReceiptStatus,
@@ -41,6 +42,11 @@ def lots_visible_to(member: Member) -> QuerySet[Lot]:
     held = Receipt.objects.filter(lot=OuterRef("pk"), holder=member)
     return Lot.objects.filter(Q(warehouse__operator=member) | Q(depositor=member) | Exists(held)).select_related(
         "warehouse", "metal", "grade", "producer", "depositor")
+
+
+def nominations_of(lot: Lot) -> QuerySet[LotNomination]:
+    """Everyone the lot's operator nominated to attest it, withdrawn nominations included, oldest first."""
+    return lot.nominations.select_related("member", "nominated_by", "withdrawn_by").order_by("nominated_at", "pk")
 
 
 def warehouses_of(member: Member) -> QuerySet[Warehouse]:

@@ -45,6 +45,7 @@ from receipts.models import (
     AttestationKind,
     Grade,
     Lot,
+    LotNomination,
     Metal,
     Receipt,
     ReceiptEvent,
@@ -146,7 +147,10 @@ def _require_operator(warehouse: Warehouse, member: Member) -> None:
 
 def lot_register(*, warehouse: Warehouse, registered_by: Member, metal: str, form: str, net_mass_kg: Any,
                  package_count: int, brand: str, batch_number: str, production_date: date, location: str,
-                 depositor: Member, producer: Member | None = None, seal_numbers: Sequence[str] = ()) -> Lot:
+                 depositor: Member, producer: Member | None = None, seal_numbers: Sequence[str] = (),
+                 nominees: Nominees = ()) -> Lot:
+    """Register a deposited lot, with the members nominated to attest it (`nominees`: (member, kinds)
+    pairs, checked as `lot_nominate` checks them) in the same transaction."""
     _require_operator(warehouse, registered_by)
     if not warehouse.approved:
         raise NotAllowed("The warehouse is not approved to register lots.", code="warehouse_not_approved")
@@ -161,12 +165,18 @@ def lot_register(*, warehouse: Warehouse, registered_by: Member, metal: str, for
         raise ValidationFailed("package_count must be at least 1.", code="invalid_quantity", field="package_count")
     if production_date > timezone.now().date():
         raise ValidationFailed("production_date is in the future.", code="invalid_date", field="production_date")
+    wanted = [(member, _nomination_kinds(member, kinds, prefix=f"nominees[{i}]."))
+              for i, (member, kinds) in enumerate(nominees)]
     try:
         with transaction.atomic():
-            return Lot.objects.create(
+            lot = Lot.objects.create(
                 warehouse=warehouse, metal=metal_row, form=form, net_mass_kg=mass, package_count=package_count,
                 producer=producer, brand=brand, batch_number=batch_number, seal_numbers=list(seal_numbers),
                 production_date=production_date, location=location, depositor=depositor)
+            # Nobody else can see the new lot yet: no lock needed to nominate on it.
+            for member, kinds in wanted:
+                _nominate(lot, member, kinds, by=registered_by, at=lot.created_at)
+            return lot
     except IntegrityError as exc:
         raise Conflict(f"Batch {batch_number} is already registered in {warehouse.code}.", code="lot_exists",
                        field="batch_number") from exc
@@ -186,6 +196,107 @@ def lot_document(lot: Lot) -> dict[str, Any]:
     }
 
 
+# --- nominations: who may attest a lot -----------------------------------------------------------------
+
+# (member, attestation kinds) pairs, as lot_register takes them.
+Nominees = Sequence[tuple[Member, Sequence[str]]]
+
+
+def _nomination_kinds(member: Member, kinds: Sequence[str], *, prefix: str = "") -> list[str]:
+    """The kinds to nominate `member` for, each once, in the order given; refused when a kind is unknown or
+    the member lacks every role that may sign it (the same roles `attestation_submit` requires)."""
+    if isinstance(kinds, str) or not kinds:
+        raise ValidationFailed("Name at least one attestation kind to nominate for.", code="invalid_kind",
+                               field=f"{prefix}kinds")
+    unknown = [k for k in kinds if k not in AttestationKind.values]
+    if unknown:
+        raise ValidationFailed(f"Unknown attestation kind {unknown[0]!r}; kinds: {', '.join(AttestationKind.values)}.",
+                               code="invalid_kind", field=f"{prefix}kinds")
+    roles = member.role_set()
+    for kind in kinds:
+        if not roles & SIGNER_ROLES[kind]:
+            raise ValidationFailed(
+                f"{member_ref(member)} cannot sign {kind} attestations: that needs role "
+                f"{' or '.join(sorted(SIGNER_ROLES[kind]))}.", code="nominee_role_not_allowed",
+                field=f"{prefix}member", details={"member": member_ref(member), "kind": kind,
+                                                  "roles": sorted(SIGNER_ROLES[kind])})
+    return list(dict.fromkeys(kinds))
+
+
+def _nominate(lot: Lot, member: Member, kinds: Sequence[str], *, by: Member, at: datetime) -> list[LotNomination]:
+    """The live nominations of `member` for `kinds` on the lot, made where missing. The caller holds the
+    lot's row lock (or made the lot in its transaction)."""
+    live = {n.kind: n for n in LotNomination.objects.filter(lot=lot, member=member, kind__in=kinds,
+                                                            withdrawn_at__isnull=True)}
+    fresh = [LotNomination(lot=lot, member=member, kind=kind, nominated_by=by, nominated_at=at)
+             for kind in kinds if kind not in live]
+    LotNomination.objects.bulk_create(fresh)
+    live.update((n.kind, n) for n in fresh)
+    return [live[kind] for kind in kinds]
+
+
+def lot_nominate(*, lot: Lot, by: Member, member: Member, kinds: Sequence[str]) -> list[LotNomination]:
+    """The lot's warehouse operator nominates `member` to attest the lot for `kinds`. Idempotent: a kind the
+    member is already nominated for keeps its nomination. Returns the live nominations for `kinds`. Takes
+    the lot's row lock, so a nomination and a withdrawal or an issue never interleave."""
+    _require_operator(lot.warehouse, by)
+    wanted = _nomination_kinds(member, kinds)
+    with transaction.atomic():
+        lot_for_update(lot.pk).get()
+        return _nominate(lot, member, wanted, by=by, at=timezone.now())
+
+
+def lot_nomination_withdraw(*, lot: Lot, by: Member, member: Member, kinds: Sequence[str]) -> list[LotNomination]:
+    """The operator withdraws `member`'s nominations for `kinds` (all or none). Refused for a kind the member
+    has already attested the lot for: that attestation stays, and so must the nomination that allowed it
+    (a receipt issued on the lot names its attesters). The rows stay, marked withdrawn. Takes the lot's
+    row lock, so no attestation by the member slips in between the check and the withdrawal."""
+    _require_operator(lot.warehouse, by)
+    if isinstance(kinds, str) or not kinds or any(k not in AttestationKind.values for k in kinds):
+        raise ValidationFailed(f"kinds must name attestation kinds: {', '.join(AttestationKind.values)}.",
+                               code="invalid_kind", field="kinds")
+    wanted = list(dict.fromkeys(kinds))
+    with transaction.atomic():
+        lot_for_update(lot.pk).get()
+        live = {n.kind: n for n in LotNomination.objects.filter(lot=lot, member=member, kind__in=wanted,
+                                                                withdrawn_at__isnull=True)}
+        missing = [k for k in wanted if k not in live]
+        if missing:
+            raise NotFound(f"{member_ref(member)} is not nominated for {', '.join(missing)} on this lot.",
+                           code="nomination_not_found", details={"kinds": missing})
+        attested = sorted(set(Attestation.objects.filter(lot=lot, signer=member, kind__in=wanted)
+                              .values_list("kind", flat=True)))
+        if attested:
+            raise Conflict(f"{member_ref(member)} has already attested {', '.join(attested)} for this lot; "
+                           "its nomination for that stays.", code="nomination_in_use", details={"kinds": attested})
+        now = timezone.now()
+        for kind in wanted:
+            nomination = live[kind]
+            nomination.withdrawn_at, nomination.withdrawn_by = now, by
+            nomination.save(update_fields=["withdrawn_at", "withdrawn_by"])
+    return [live[kind] for kind in wanted]
+
+
+def may_attest(lot: Lot, member: Member, kind: str) -> bool:
+    """Whether `member` may sign a `kind` attestation about the lot: its warehouse operator, its producer, or
+    a member the operator nominated for that kind. (Roles are checked apart: see SIGNER_ROLES.)"""
+    if member.pk in (lot.warehouse.operator_id, lot.producer_id):
+        return True
+    return LotNomination.objects.filter(lot=lot, member=member, kind=kind, withdrawn_at__isnull=True).exists()
+
+
+def lot_attesters(lot: Lot) -> dict[str, Any]:
+    """Who may sign the lot's attestations, as bound into a receipt's `issued` event (and checked by the
+    offline verifier): the operator and producer by legal id, and the live nominations per kind."""
+    nominated: dict[str, list[str]] = {}
+    rows = (LotNomination.objects.filter(lot=lot, withdrawn_at__isnull=True)
+            .values_list("kind", "member__legal_id").order_by("kind", "member__legal_id"))
+    for kind, legal_id in rows:
+        nominated.setdefault(kind, []).append(legal_id)
+    return {"operator": member_ref(lot.warehouse.operator),
+            "producer": member_ref(lot.producer) if lot.producer else None, "nominated": nominated}
+
+
 # --- attestations ----------------------------------------------------------------------------------
 
 def _proof_error(exc: ProofError) -> ValidationFailed:
@@ -197,7 +308,8 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
 
     Only the lot's warehouse operator, or the member whose key signed the document, may submit it. That is
     decided first, before anything about the lot (its reference) shows in an error: to anyone else the lot
-    does not exist."""
+    does not exist. The signer must be the lot's operator, its producer or a member the operator nominated
+    for this kind (`may_attest`), judged last, under the lot's row lock."""
     kid = signature.get("kid") if isinstance(signature, dict) else None
     key = SigningKey.objects.select_related("member").filter(kid=kid).first() if isinstance(kid, str) else None
     if submitted_by.pk != lot.warehouse.operator_id and (key is None or key.member_id != submitted_by.pk):
@@ -261,6 +373,13 @@ def attestation_submit(*, lot: Lot, kind: str, document: Any, signature: Any, su
     binding = chain.attestation_hash({"type": kind, "document": document, "signature": sig})
     try:
         with transaction.atomic():
+            # Judged under the lot's lock: a withdrawal of the signer's nomination cannot slip in between.
+            lot_for_update(lot.pk).get()
+            if not may_attest(lot, signer, kind):
+                raise ValidationFailed(
+                    f"{member_ref(signer)} is not nominated to attest {kind} for lot {lot.reference}; the lot's "
+                    "warehouse operator nominates who may.", code="signer_not_nominated", field="signature",
+                    details={"signer": member_ref(signer), "kind": kind})
             attestation = Attestation.objects.create(
                 lot=lot, kind=kind, document=document, canonical=canonical.decode("utf-8"), digest=digest,
                 binding_hash=binding, signature=sig, signing_key=key, signer=signer, submitted_by=submitted_by)
@@ -422,15 +541,24 @@ def receipted_quantity(lot: Lot) -> Decimal:
     return total or Decimal("0")
 
 
-def _check_issuable(lot: Lot, attestations: Sequence[Attestation], at: datetime) -> None:
+def _check_issuable(lot: Lot, attestations: Sequence[Attestation], attesters: Mapping[str, Any],
+                    at: datetime) -> None:
     """Refuse to issue a receipt whose own bundle would fail verification: every bound attestation is
-    re-checked offline (assays re-graded, keys judged at the issue time)."""
+    re-checked offline (assays re-graded, keys judged at the issue time, signers against `attesters`)."""
     if lot.graded_at is None:
         raise Conflict("Grade the lot before issuing receipts for it.", code="lot_not_graded")
     if any(a.kind == AttestationKind.ASSAY and a.created_at > lot.graded_at for a in attestations):
         raise Conflict("An assay was attached after the lot was graded; grade it again before issuing.",
                        code="lot_grading_stale")
     for attestation in attestations:
+        signer = member_ref(attestation.signer)
+        if signer not in (attesters["operator"], attesters["producer"]) \
+                and signer not in attesters["nominated"].get(attestation.kind, ()):
+            # attestation_submit enforces this and a withdrawal waits for it: only rows that bypassed both
+            # (an import, a repair) reach here.
+            raise Conflict(f"The {attestation.kind} attestation is signed by {signer}, who is not nominated for "
+                           "it; nominate them before issuing.", code="attestation_signer_not_nominated",
+                           details={"attestation": attestation.pk, "signer": signer})
         key = attestation.signing_key
         if key.revoked_at is not None and key.revoked_at <= at:
             raise Conflict(f"The key that signed the {attestation.kind} attestation is revoked; its signature "
@@ -451,10 +579,12 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
         raise NotAllowed("The holder is not an approved member.", code="holder_not_approved")
     with transaction.atomic():
         # Re-read under the lock: the caller's copy may predate a re-grade.
-        lot = lot_for_update(lot.pk).select_related("warehouse", "metal", "grade", "producer").get()
-        attestations = list(lot.attestations.select_related("signing_key").order_by("kind", "created_at", "pk"))
+        lot = lot_for_update(lot.pk).select_related("warehouse__operator", "metal", "grade", "producer").get()
+        attestations = list(lot.attestations.select_related("signing_key", "signer")
+                            .order_by("kind", "created_at", "pk"))
+        attesters = lot_attesters(lot)
         signer = _Signer.now()
-        _check_issuable(lot, attestations, signer.at)
+        _check_issuable(lot, attestations, attesters, signer.at)
         available = lot.net_mass_kg - receipted_quantity(lot)
         if quantity > available:
             raise Conflict(f"Only {format_kg(available)} kg of lot {lot.reference} is not yet receipted.",
@@ -466,7 +596,8 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             metal=lot.metal.symbol, grade=lot.grade.code if lot.grade else None, form=lot.form,
             quantity=format_kg(quantity), warehouse=lot.warehouse.code, holder=member_ref(holder),
             lot=lot_document(lot), grade_spec=lot.grade.spec if lot.grade else None,
-            attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations])
+            attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations],
+            attesters=attesters)
         _append(receipt, chain.ISSUED, data, signer)
         _write(receipt)
         proof_changed_on_commit([receipt.pk])

@@ -230,6 +230,8 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "trading.models.OrderStatus",
         "ReceiptStatusEnum": "receipts.models.ReceiptStatus",
         "KycStatusEnum": "members.models.KycStatus",
+        # An attestation's kind, and the kinds a lot nomination covers.
+        "AttestationKindEnum": "receipts.models.AttestationKind",
     },
 }
 

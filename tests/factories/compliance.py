@@ -145,7 +145,8 @@ def origin_doc(lot: Lot, *, smelter_id: str = CONFORMANT_SMELTER, issued_days_ag
 
 class EsgWorld(ReceiptWorld):
     """A ReceiptWorld plus a producer whose registered key signs footprint, recycled-content and origin
-    documents, all submitted through receipts.services.attestation_submit (checked and verified there)."""
+    documents, all submitted through receipts.services.attestation_submit (checked and verified there);
+    `attest` nominates it for the kind first."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -153,6 +154,7 @@ class EsgWorld(ReceiptWorld):
         self.producer_signer = Signer(self.producer)
 
     def attest(self, lot: Lot, kind: str, document: dict[str, Any]) -> Attestation:
+        self.nominate(lot, self.producer, kind)  # not the lot's producer: the operator appoints it
         return receipt_services.attestation_submit(lot=lot, kind=kind, document=document,
                                                    signature=self.producer_signer.sign(document),
                                                    submitted_by=self.producer)

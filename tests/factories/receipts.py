@@ -100,7 +100,8 @@ def origin_document(lot: Lot, *, smelter_id: str = "CID900101", smelter_name: st
 
 
 class ReceiptWorld:
-    """A warehouse, its operator, an assay lab with a key, ready to issue receipts."""
+    """A warehouse, its operator, an assay lab with a key (nominated for the assay of every lot `lot()`
+    registers), ready to issue receipts."""
 
     def __init__(self, *, metal: str = "Ga", country: str = "CN", region: str = "CN") -> None:
         n = next(_seq)
@@ -120,13 +121,17 @@ class ReceiptWorld:
             warehouse=self.warehouse, registered_by=self.operator, metal=self.metal, form=form,
             net_mass_kg=Decimal(mass), package_count=max(1, int(Decimal(mass))), brand="TESTBRAND",
             batch_number=f"B{next(_seq):06d}", production_date=date(2026, 1, 15), location=location,
-            depositor=depositor)
+            depositor=depositor, nominees=[(self.lab, ["assay"])])
         doc = assay_document(lot, self.lab, impurities=impurities, purity=purity)
         services.attestation_submit(lot=lot, kind="assay", document=doc, signature=self.lab_signer.sign(doc),
                                     submitted_by=self.lab)
         services.lot_grade(lot=lot, by=self.operator)
         lot.refresh_from_db()
         return lot
+
+    def nominate(self, lot: Lot, member: Member, *kinds: str) -> None:
+        """The operator nominates `member` to attest the lot for `kinds` (idempotent)."""
+        services.lot_nominate(lot=lot, by=self.operator, member=member, kinds=list(kinds))
 
     def receipt(self, holder: Member | None = None, *, quantity: str = "100.000", **lot_kwargs: Any) -> Receipt:
         lot = self.lot(mass=lot_kwargs.pop("mass", quantity), depositor=holder, **lot_kwargs)

@@ -50,7 +50,7 @@ def full_lot(world: ReceiptWorld, producer: Member, signer: Signer, mass: str = 
         warehouse=world.warehouse, registered_by=world.operator, metal=world.metal, form="ingot",
         net_mass_kg=Decimal(mass), package_count=8, brand="TAMPER", batch_number=f"T{Lot.objects.count() + 1:05d}",
         production_date=date(2026, 1, 10), location="A1", depositor=producer, producer=producer,
-        seal_numbers=["S-1", "S-2"])
+        seal_numbers=["S-1", "S-2"], nominees=[(world.lab, ["assay"])])
     documents = [("assay", assay_document(lot, world.lab), world.lab_signer, world.lab),
                  ("carbon_footprint", carbon_footprint_document(lot, producer), signer, producer),
                  ("recycled_content", recycled_content_document(lot), signer, producer),

@@ -164,6 +164,17 @@ def _attestation_body(ctx: Ctx, role: str, tag: str) -> dict[str, Any]:
     return {"kind": "assay", "document": document, "signature": lab.lab_signer.sign(document)}
 
 
+def _withdrawal_body(ctx: Ctx, role: str, tag: str) -> dict[str, Any]:
+    """A verifier the lot's operator nominated for its footprint and that has attested nothing yet."""
+    from receipts.services import lot_nominate
+    from tests.factories.members import MemberFactory
+
+    lot = Lot.objects.get(pk=ctx.lot(role, tag))
+    verifier = MemberFactory(roles=["verifier"])
+    lot_nominate(lot=lot, by=ctx.world.worlds[tag].operator, member=verifier, kinds=["carbon_footprint"])
+    return {"member": verifier.legal_id, "kinds": ["carbon_footprint"]}
+
+
 def _order_body(ctx: Ctx, role: str, tag: str) -> dict[str, Any]:
     return {"instrument": ctx.world.instrument.code, "side": "buy", "order_type": "limit", "tif": "GTC",
             "quantity_kg": "1", "price": "575.00", "client_order_id": f"mx-{next(_n)}"}
@@ -237,11 +248,23 @@ API_ROWS: list[Row] = [
     # The operator and the depositor (trader) see a lot; a lab does not (it signs, it does not look up).
     Row("GET", "api/v1/lots/<int:pk>", members_only(200, assay_lab=404), other=True,
         path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}"),
-    # The operator may attach what a lab signed; a lab may attach what it signed itself (to any lot: see
-    # the report, finding F-ATT); a trader that signed nothing gets 404.
+    # The operator may attach what a lab signed; a lab may attach what it signed itself, but only to a lot
+    # whose warehouse nominated it (finding F-ATT, closed by nominations): on the other warehouse's lot lab A
+    # signed the assay, so the lot is not hidden from it, and it is refused 400 signer_not_nominated. A
+    # trader that signed nothing gets 404.
     Row("POST", "api/v1/lots/<int:pk>/attestations", members_only(404, warehouse=201, assay_lab=201),
-        other=True, other_expect={"assay_lab": 201},
+        other=True, other_expect={"assay_lab": 400},
         path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}/attestations", body=_attestation_body),
+    # Who may attest a lot: read by whoever sees the lot; nominations made and withdrawn by its operator only
+    # (the depositor sees the lot but is not its operator: 403 not_warehouse_operator).
+    Row("GET", "api/v1/lots/<int:pk>/nominations", members_only(200, assay_lab=404), other=True,
+        path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}/nominations"),
+    Row("POST", "api/v1/lots/<int:pk>/nominations", members_only(404, warehouse=201, trader=403), other=True,
+        path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}/nominations",
+        body=lambda c, r, t: {"member": c.world.worlds[t].lab.legal_id, "kinds": ["assay"]}),
+    Row("POST", "api/v1/lots/<int:pk>/nominations/withdraw", members_only(404, warehouse=200, trader=403),
+        other=True, path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}/nominations/withdraw",
+        body=_withdrawal_body),
     # The depositor sees its lot but is not its operator: 403 not_warehouse_operator.
     Row("POST", "api/v1/lots/<int:pk>/grade", members_only(404, warehouse=200, trader=403), other=True,
         path=lambda c, r, t: f"api/v1/lots/{c.lot(r, t)}/grade"),

@@ -71,11 +71,11 @@ def lab(world: ReceiptWorld) -> Any:
 
 @pytest.fixture
 def bare_lot(world: ReceiptWorld) -> Lot:
-    """A registered lot with no attestation yet."""
+    """A registered lot with no attestation yet; the world's lab is nominated for its assay."""
     return services.lot_register(
         warehouse=world.warehouse, registered_by=world.operator, metal="Ga", form="ingot", net_mass_kg="100",
         package_count=100, brand="TESTBRAND", batch_number="BARE-1", production_date=timezone.now().date(),
-        location="A1", depositor=MemberFactory(roles=["producer"]))
+        location="A1", depositor=MemberFactory(roles=["producer"]), nominees=[(world.lab, ["assay"])])
 
 
 def lot_body(world: ReceiptWorld, **overrides: Any) -> dict[str, Any]:

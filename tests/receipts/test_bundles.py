@@ -141,10 +141,14 @@ def chain_of(receipt: str, steps: list[tuple[str, str, dict[str, Any]]], signer:
 
 
 def parent_chain(world: World, attestations: list[dict[str, Any]], *, grade: str = "GA-6N",
-                 grade_spec: dict[str, Any] | None = None, children: list[dict[str, Any]] | None = None) -> list[Any]:
+                 grade_spec: dict[str, Any] | None = None, children: list[dict[str, Any]] | None = None,
+                 attesters: Any = None) -> list[Any]:
+    """The parent's chain; with `attesters`, its issued event names who may attest the lot (without, it is
+    issued as before nominations existed)."""
     spec = world.grade_spec if grade_spec is None else grade_spec
     issued = issued_data(metal="Ga", grade=grade, form="ingot", quantity="1000.000", warehouse="SH01",
-                         holder="M-TRADER-A", lot=LOT, grade_spec=spec, attestations=attestations)
+                         holder="M-TRADER-A", lot=LOT, grade_spec=spec, attestations=attestations,
+                         attesters=attesters)
     children = children or [
         {"receipt": CHILD, "quantity": "400.000", "holder": "M-TRADER-B"},
         {"receipt": SIBLING, "quantity": "600.000", "holder": "M-TRADER-A"},
@@ -717,6 +721,78 @@ def test_invalid_footprints_are_reported(change: dict[str, Any], complaint: str)
 def test_unknown_attestation_type_is_reported() -> None:
     assert validate_attestation("horoscope", {"type": "horoscope"})
     assert validate_attestation("assay", ["not", "an", "object"]) == ["document: must be a JSON object"]
+
+
+# --- who may attest: the attesters bound in the issued event ----------------------------------------
+
+# The operator (M-WH, origin) and the producer (M-PROD, recycled content) need no nomination; the lab and
+# the verifier are nominated for what they signed.
+ATTESTERS = {"operator": "M-WH", "producer": "M-PROD",
+             "nominated": {"assay": ["M-LAB"], "carbon_footprint": ["M-VER"]}}
+
+
+def _attested_bundle(world: World, attesters: Any) -> dict[str, Any]:
+    attestations = world.attestations()
+    return child_bundle(world, attestations=attestations,
+                        parent=parent_chain(world, attestations, attesters=attesters))
+
+
+def _signature_checks(result: Any) -> dict[str, tuple[bool, str]]:
+    return {c.name: (c.ok, c.detail) for c in result.checks if c.name.startswith("attestation ")
+            and c.name.endswith(": signature")}
+
+
+def test_attestations_by_the_operator_the_producer_and_nominees_verify(world: World) -> None:
+    result = verify_bundle(_attested_bundle(world, ATTESTERS), trusted_keys=world.jwks)
+    assert result.ok, result.failures
+    assert len(_signature_checks(result)) == 4
+
+
+def test_bundle_issued_before_nominations_still_verifies(world: World, bundle: dict[str, Any]) -> None:
+    """No attesters in the issued event (a receipt issued before nominations): roles alone are checked."""
+    assert "attesters" not in bundle["ancestors"][0]["chain"][0]["event"]["data"]
+    assert verify_bundle(bundle, trusted_keys=world.jwks).ok
+
+
+def test_assay_by_a_lab_the_operator_did_not_nominate_is_rejected(world: World) -> None:
+    attesters = {**ATTESTERS, "nominated": {"carbon_footprint": ["M-VER"]}}
+    result = verify_bundle(_attested_bundle(world, attesters), trusted_keys=world.jwks)
+    assert failed(result) == {"attestation 1 (assay): signature"}
+    ok, detail = _signature_checks(result)["attestation 1 (assay): signature"]
+    assert not ok and "M-LAB" in detail and "nominated for assay" in detail
+
+
+def test_a_nomination_for_another_kind_does_not_count(world: World) -> None:
+    """The verifier is nominated for recycled content, not for the footprint it signed."""
+    attesters = {**ATTESTERS, "nominated": {"assay": ["M-LAB"], "recycled_content": ["M-VER"]}}
+    result = verify_bundle(_attested_bundle(world, attesters), trusted_keys=world.jwks)
+    assert failed(result) == {"attestation 2 (carbon_footprint): signature"}
+
+
+def test_without_the_producer_its_attestation_needs_a_nomination(world: World) -> None:
+    result = verify_bundle(_attested_bundle(world, {**ATTESTERS, "producer": None}), trusted_keys=world.jwks)
+    assert failed(result) == {"attestation 3 (recycled_content): signature"}
+
+
+@pytest.mark.parametrize("attesters", [
+    "M-WH", {"producer": "M-PROD", "nominated": {}}, {"operator": "M-WH", "producer": 7, "nominated": {}},
+    {**ATTESTERS, "nominated": ["M-LAB"]}, {**ATTESTERS, "nominated": {"assay": "M-LAB"}},
+    {**ATTESTERS, "nominated": {"assay": [["M-LAB"]]}},
+])
+def test_malformed_attesters_fail_every_attestation(world: World, attesters: Any) -> None:
+    result = verify_bundle(_attested_bundle(world, attesters), trusted_keys=world.jwks)
+    checks = _signature_checks(result)
+    assert failed(result) == set(checks) and len(checks) == 4
+    assert all("malformed" in detail for _, detail in checks.values())
+
+
+def test_attesters_widened_after_issue_break_the_chain(world: World) -> None:
+    """Nominating the lab into an exported bundle (and resealing it) changes the platform-signed event."""
+    attesters = {**ATTESTERS, "nominated": {"carbon_footprint": ["M-VER"]}}
+    bundle = _attested_bundle(world, attesters)
+    bundle["ancestors"][0]["chain"][0]["event"]["data"]["attesters"] = ATTESTERS
+    result = verify_bundle(reseal(bundle, world.platform), trusted_keys=world.jwks)
+    assert {"chain R-GA-0001: hashes and links", "event R-GA-0001#1 issued: platform signature"} <= failed(result)
 
 
 def test_exported_bytes_round_trip(bundle: dict[str, Any]) -> None:

@@ -101,3 +101,18 @@ def test_approve_a_warehouse(console: Client) -> None:
     act(console, "warehouse", "withdraw_warehouse_approval", [world.warehouse.pk], "Lapsed insurance")
     world.warehouse.refresh_from_db()
     assert not world.warehouse.approved
+
+
+def test_a_lot_shows_its_nominations_inline_read_only(console: Client) -> None:
+    world = ReceiptWorld()
+    lot = world.lot(mass="10.000")
+    verifier = UserFactory().member
+    verifier.roles.create(role="verifier")
+    world.nominate(lot, verifier, "carbon_footprint")
+    services.lot_nomination_withdraw(lot=lot, by=world.operator, member=verifier, kinds=["carbon_footprint"])
+    page = console.get(reverse("admin:receipts_lot_change", args=[lot.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Nominations to attest" in text
+    assert str(world.lab) in text and str(verifier) in text  # the live one and the withdrawn one
+    assert 'name="nominations-0-kind"' not in text  # shown, not editable

@@ -59,14 +59,17 @@ def attest(client: Any, lot_id: int, kind: str, document: dict[str, Any], signat
 
 
 def test_full_warehouse_flow_register_attest_grade_issue_bundle_verify_tamper(world, wh, lab, depositor) -> None:
-    response = register(wh, world, depositor, producer=depositor.legal_id)
+    response = register(wh, world, depositor, producer=depositor.legal_id,
+                        nominees=[{"member": world.lab.legal_id, "kinds": ["assay"]}])
     assert response.status_code == 201, response.content
     lot_id = response.json()["id"]
     assert response.json()["reference"] == f"{world.warehouse.code}/GA-2026-0001"
+    assert [(n["member"], n["kind"], n["live"]) for n in response.json()["nominations"]] == [
+        (world.lab.legal_id, "assay", True)]
     lot = Lot.objects.get(pk=lot_id)
 
-    # The lab posts its own certificate; the producer's footprint, recycled content and origin come through
-    # the warehouse operator, signed by the producer's key.
+    # The lab the warehouse nominated posts its own certificate; the producer's footprint, recycled content
+    # and origin come through the warehouse operator, signed by the producer's key (no nomination needed).
     assay = assay_document(lot, world.lab)
     assert attest(lab, lot_id, "assay", assay, world.lab_signer.sign(assay)).status_code == 201
     producer = Signer(depositor)
