@@ -143,7 +143,8 @@ class OrderListCreateView(APIView):
             instrument = selectors.instrument_for_order(values.pop("instrument"))
             if instrument is None:
                 raise Http404
-            result = order_place(member=member, instrument=instrument, **values)
+            # The Idempotency-Key wrapper rolls the whole transaction back on any error: no savepoint needed.
+            result = order_place(member=member, instrument=instrument, savepoint=False, **values)
             body = {"order": _ORDER_OUT.to_representation(result.order),
                     "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
                     "cancelled_order_ids": result.cancelled_order_ids}

@@ -198,8 +198,12 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
 # --- placing (do_*) ----------------------------------------------------------------------------------------
 
 def order_place(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
-                quantity_kg: Any, price: Any, client_order_id: str) -> OrderResult:
-    """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts."""
+                quantity_kg: Any, price: Any, client_order_id: str, savepoint: bool = True) -> OrderResult:
+    """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts.
+
+    Inside a caller's transaction the order runs in a savepoint, so a refusal leaves the caller's transaction
+    usable. `savepoint=False` when the caller rolls its whole transaction back on any error anyway (the API's
+    Idempotency-Key wrapper): the savepoint would cost two statements per order for nothing."""
     if not client_order_id or len(client_order_id) > 64:
         raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
                             field="client_order_id")
@@ -211,7 +215,7 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
         for country in region_countries(instrument.region):
             policy.require(policy.can_buy(member, instrument.grade.metal, country))
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             return _place_locked(member, instrument.pk, ticket, client_order_id)
     except BaseException:
         book_cache.drop(instrument.pk)
