@@ -448,10 +448,9 @@ class _Signer:
         return cls(key, kid, timezone.now())
 
 
-def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer, *,
-            save: bool = True) -> ReceiptEvent:
-    """Append one signed event and move the receipt's status as the chain's transition map says.
-    The caller holds the receipt's row lock and saves the receipt (and the event, if `save` is off)."""
+def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer) -> ReceiptEvent:
+    """Seal the receipt's next signed event and move the receipt's status as the chain's transition map says.
+    The caller holds the receipt's row lock and writes the receipt with the event (`_write(receipt, event)`)."""
     if kind not in chain.OPENING_KINDS and receipt.status not in chain.TRANSITIONS[kind]:
         raise IllegalTransition(f"Receipt {receipt.number} is {receipt.status}; it cannot be {kind}.",
                                 details={"receipt": receipt.number, "status": receipt.status, "event": kind})
@@ -470,11 +469,8 @@ def _append(receipt: Receipt, kind: str, data: dict[str, Any], signer: _Signer, 
         receipt.closed_at = signer.at
     receipt.last_event_seq = event["seq"]
     receipt.last_event_hash = sealed["hash"]
-    row = ReceiptEvent(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"], hash=sealed["hash"],
-                       signature=dict(sealed["sig"]), recorded_at=signer.at)
-    if save:
-        insert_rows([row])
-    return row
+    return ReceiptEvent(receipt=receipt, seq=event["seq"], kind=kind, event=sealed["event"], hash=sealed["hash"],
+                        signature=dict(sealed["sig"]), recorded_at=signer.at)
 
 
 _STATUS_AFTER: dict[str, str | None] = {
@@ -493,13 +489,21 @@ _RECEIPT_WRITE = ("UPDATE receipts_receipt SET status = %s, frozen_from = %s, ho
                   "last_event_seq = %s, last_event_hash = %s, closed_at = %s WHERE id = %s")
 
 
-def _write(receipt: Receipt) -> None:
-    """Write the receipt's fields that events change. The caller holds its row lock."""
-    closed_at = connection.ops.adapt_datetimefield_value(receipt.closed_at)
+def _receipt_write(receipt: Receipt) -> tuple[str, list[Any]]:
+    """The UPDATE of the receipt's fields that events change, and its parameters."""
+    return _RECEIPT_WRITE, [receipt.status, receipt.frozen_from, receipt.holder_id, receipt.encumbrance_ref,
+                            receipt.last_event_seq, receipt.last_event_hash,
+                            connection.ops.adapt_datetimefield_value(receipt.closed_at), receipt.pk]
+
+
+def _write(receipt: Receipt, *events: ReceiptEvent) -> None:
+    """Write the receipt's fields that events change and insert `events` (its new ones), in one statement.
+    The caller holds its row lock."""
+    if events:
+        insert_rows(events, along=_receipt_write(receipt))
+        return
     with connection.cursor() as cursor:
-        cursor.execute(_RECEIPT_WRITE, [receipt.status, receipt.frozen_from, receipt.holder_id,
-                                        receipt.encumbrance_ref, receipt.last_event_seq, receipt.last_event_hash,
-                                        closed_at, receipt.pk])
+        cursor.execute(*_receipt_write(receipt))
 
 
 def _next_number(lot: Lot, year: int) -> str:
@@ -598,8 +602,7 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             lot=lot_document(lot), grade_spec=lot.grade.spec if lot.grade else None,
             attestations=[{"type": a.kind, "document": a.document, "signature": a.signature} for a in attestations],
             attesters=attesters)
-        _append(receipt, chain.ISSUED, data, signer)
-        _write(receipt)
+        _write(receipt, _append(receipt, chain.ISSUED, data, signer))
         proof_changed_on_commit([receipt.pk])
     return receipt
 
@@ -620,9 +623,8 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
                                           "holder": member_ref(h)} for c, (_, h) in zip(children, parts, strict=True)]}
     if trade:
         data["trade"] = trade
-    split_event = _append(receipt, chain.SPLIT, data, signer, save=False)
+    split_event = _append(receipt, chain.SPLIT, data, signer)
     receipt.encumbrance_ref = ""
-    _write(receipt)
     # Every event is sealed before the children's rows exist (each child's chain opens with split_from, then
     # perhaps its encumbrance), so the children and then all the events go in one insert each.
     events = [split_event]
@@ -630,10 +632,10 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
         events.append(_append(child, chain.SPLIT_FROM, {"parent": receipt.number,
                                                        "parent_event_hash": split_event.hash,
                                                        "quantity": format_kg(child.quantity_kg),
-                                                       "holder": member_ref(holder)}, signer, save=False))
+                                                       "holder": member_ref(holder)}, signer))
         if encumber and index in encumber:
             events.append(_encumber(child, encumber[index], signer, save=False))
-    insert_rows(children)
+    insert_rows(children, along=_receipt_write(receipt))  # the parent's row goes with its children's
     insert_rows(events)  # the children's keys reach their events here, as in bulk_create
     proof_changed_on_commit(c.pk for c in children)
     return children
@@ -642,10 +644,10 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
 def _encumber(receipt: Receipt, order_ref: str, signer: _Signer, *, save: bool = True) -> ReceiptEvent:
     """The receipt now backs sell order `order_ref`. Caller holds its row lock; with `save` off the caller writes
     the receipt and the event."""
-    event = _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer, save=save)
+    event = _append(receipt, chain.ENCUMBERED, {"order": order_ref}, signer)
     receipt.encumbrance_ref = order_ref
     if save:
-        _write(receipt)
+        _write(receipt, event)
     return event
 
 
@@ -701,9 +703,9 @@ def receipts_release(*, order_ref: str, holder: Member) -> list[Receipt]:
     signer = _Signer.now()
     released = list(receipts_for_update(pks))
     for receipt in released:
-        _append(receipt, chain.RELEASED, {"order": order_ref}, signer)
+        event = _append(receipt, chain.RELEASED, {"order": order_ref}, signer)
         receipt.encumbrance_ref = ""
-        _write(receipt)
+        _write(receipt, event)
     return released
 
 
@@ -721,12 +723,12 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
         if needed <= 0:
             break
         if receipt.quantity_kg <= needed:
-            _append(receipt, chain.TRANSFERRED, {"from": member_ref(seller), "to": member_ref(buyer),
-                                                 "quantity": format_kg(receipt.quantity_kg), "trade": trade_ref},
-                    signer)
+            event = _append(receipt, chain.TRANSFERRED, {"from": member_ref(seller), "to": member_ref(buyer),
+                                                         "quantity": format_kg(receipt.quantity_kg),
+                                                         "trade": trade_ref}, signer)
             receipt.holder = buyer
             receipt.encumbrance_ref = ""
-            _write(receipt)
+            _write(receipt, event)
             delivered.append(receipt)
             needed -= receipt.quantity_kg
             continue
@@ -743,8 +745,8 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
 def _change(receipt: Receipt, kind: str, data: dict[str, Any]) -> Receipt:
     with transaction.atomic():
         locked = receipts_for_update([receipt.pk]).get()
-        _append(locked, kind, data, _Signer.now())
-        _write(locked)
+        event = _append(locked, kind, data, _Signer.now())
+        _write(locked, event)
     return locked
 
 
@@ -766,8 +768,8 @@ def receipt_freeze(*, receipt: Receipt, reason: str) -> Receipt:
             raise Conflict(f"Receipt {locked.number} backs order {locked.encumbrance_ref}; it cannot be frozen "
                            "until that order is cancelled. Try again.", code="receipt_backs_order",
                            details={"order": locked.encumbrance_ref})
-        _append(locked, chain.FROZEN, {"reason": reason.strip()}, _Signer.now())
-        _write(locked)
+        event = _append(locked, chain.FROZEN, {"reason": reason.strip()}, _Signer.now())
+        _write(locked, event)
     return locked
 
 
@@ -780,9 +782,9 @@ def receipt_unfreeze(*, receipt: Receipt, reason: str) -> Receipt:
 def receipt_pledge(*, receipt: Receipt, by: Member, lender: Member, loan: str) -> Receipt:
     with transaction.atomic():
         locked = _locked_own(receipt, by)
-        _append(locked, chain.PLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
+        event = _append(locked, chain.PLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
         locked.encumbrance_ref = f"loan:{loan}"
-        _write(locked)
+        _write(locked, event)
     return locked
 
 
@@ -791,9 +793,9 @@ def receipt_unpledge(*, receipt: Receipt, lender: Member, loan: str) -> Receipt:
         locked = receipts_for_update([receipt.pk]).get()
         if locked.encumbrance_ref != f"loan:{loan}" or _pledged_to(locked) != member_ref(lender):
             raise Conflict("The receipt is not pledged to that lender under that loan.", code="not_pledged")
-        _append(locked, chain.UNPLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
+        event = _append(locked, chain.UNPLEDGED, {"lender": member_ref(lender), "loan": loan}, _Signer.now())
         locked.encumbrance_ref = ""
-        _write(locked)
+        _write(locked, event)
     return locked
 
 
@@ -808,9 +810,9 @@ def receipt_withdrawal_request(*, receipt: Receipt, by: Member, withdrawal_ref: 
     """The holder asks the warehouse to deliver the metal out. Callers check compliance first."""
     with transaction.atomic():
         locked = _locked_own(receipt, by)
-        _append(locked, chain.WITHDRAWAL_REQUESTED, {"withdrawal": withdrawal_ref}, _Signer.now())
+        event = _append(locked, chain.WITHDRAWAL_REQUESTED, {"withdrawal": withdrawal_ref}, _Signer.now())
         locked.encumbrance_ref = f"withdrawal:{withdrawal_ref}"
-        _write(locked)
+        _write(locked, event)
     return locked
 
 
@@ -827,10 +829,10 @@ def receipt_withdrawal_complete(*, receipt: Receipt, by: Member) -> Receipt:
             raise IllegalTransition(f"Receipt {locked.number} is {locked.status}; the holder has not asked "
                                     "to withdraw it.", details={"status": locked.status})
         ref = locked.encumbrance_ref.removeprefix("withdrawal:")
-        _append(locked, chain.WITHDRAWN, {"quantity": format_kg(locked.quantity_kg), "withdrawal": ref},
-                _Signer.now())
+        event = _append(locked, chain.WITHDRAWN, {"quantity": format_kg(locked.quantity_kg), "withdrawal": ref},
+                        _Signer.now())
         locked.encumbrance_ref = ""
-        _write(locked)
+        _write(locked, event)
     return locked
 
 

@@ -268,11 +268,10 @@ def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, clien
 
 def _log_command(instrument: Instrument, command: BookCommand) -> None:
     """Append `command` (its seq the instrument's next) to the book's command log and move the instrument's
-    `book_seq` to it, in two plain statements. The caller holds the instrument's row lock."""
+    `book_seq` to it, in one statement. The caller holds the instrument's row lock."""
     command.instrument = instrument
-    insert_rows([command])
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE trading_instrument SET book_seq = %s WHERE id = %s", [command.seq, instrument.pk])
+    insert_rows([command], along=("UPDATE trading_instrument SET book_seq = %s WHERE id = %s",
+                                  [command.seq, instrument.pk]))
     instrument.book_seq = command.seq
 
 
