@@ -10,11 +10,28 @@ PostgreSQL and SQLite (3.35+, RETURNING).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Field, Model
+
+
+@functools.lru_cache(maxsize=256)  # shapes vary with the row count: bounded
+def _insert_sql(model: type[Model], count: int, unless_exists_on: tuple[str, ...]) -> tuple[list[Any], str]:
+    """The fields `insert_rows` writes and its statement for `count` rows (built once per process and shape)."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = [cast("Field[Any, Any]", f) for f in meta.concrete_fields if f is not meta.auto_field]
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    conflict = ""
+    if unless_exists_on:
+        target = ", ".join(quote(cast(str, meta.get_field(name).column)) for name in unless_exists_on)  # type: ignore[union-attr]
+        conflict = f" ON CONFLICT ({target}) DO NOTHING"
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "  # noqa: S608  # nosec B608 - names from meta
+           f"VALUES {', '.join([row] * count)}{conflict} RETURNING {quote(cast(str, meta.pk.column))}")  # type: ignore[union-attr]
+    return fields, sql
 
 
 def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] = (),
@@ -31,16 +48,7 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     insert what it writes: both see the same snapshot."""
     if unless_exists_on and len(instances) != 1:
         raise ValueError("unless_exists_on inserts one row at a time")
-    meta = instances[0]._meta
-    quote = connection.ops.quote_name
-    fields = [cast("Field[Any, Any]", f) for f in meta.concrete_fields if f is not meta.auto_field]
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    conflict = ""
-    if unless_exists_on:
-        target = ", ".join(quote(cast(str, meta.get_field(name).column)) for name in unless_exists_on)  # type: ignore[union-attr]
-        conflict = f" ON CONFLICT ({target}) DO NOTHING"
-    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "  # noqa: S608  # nosec B608 - names from meta
-           f"VALUES {', '.join([row] * len(instances))}{conflict} RETURNING {quote(cast(str, meta.pk.column))}")  # type: ignore[union-attr]
+    fields, sql = _insert_sql(type(instances[0]), len(instances), tuple(unless_exists_on))
     for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
         instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
     params = [field.get_db_prep_save(field.pre_save(instance, True), connection)
@@ -81,6 +89,7 @@ def _readers(model: type[Model]) -> tuple[list[str], list[list[_Converter]], lis
 _READERS: dict[type[Model], tuple[list[str], list[list[_Converter]], list[Any]]] = {}
 
 
+@functools.cache
 def columns(model: type[Model], alias: str) -> str:
     """The select list of `model`'s concrete columns under table alias `alias`, in the order `select_rows` reads
     them: `"r"."id", "r"."number", ...`."""

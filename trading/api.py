@@ -140,11 +140,12 @@ class OrderListCreateView(APIView):
             data = self.InputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             values = dict(data.validated_data)
-            instrument = selectors.instrument_for_order(values.pop("instrument"))
+            # Read and locked in one statement (the wrapper's transaction is open): order_place does not lock it
+            # again. The Idempotency-Key wrapper rolls the whole transaction back on any error: no savepoint.
+            instrument = selectors.instrument_for_order(values.pop("instrument"), lock=True)
             if instrument is None:
                 raise Http404
-            # The Idempotency-Key wrapper rolls the whole transaction back on any error: no savepoint needed.
-            result = order_place(member=member, instrument=instrument, savepoint=False, **values)
+            result = order_place(member=member, instrument=instrument, savepoint=False, locked=True, **values)
             body = {"order": _ORDER_OUT.to_representation(result.order),
                     "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
                     "cancelled_order_ids": result.cancelled_order_ids}

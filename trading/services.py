@@ -198,12 +198,16 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
 # --- placing (do_*) ----------------------------------------------------------------------------------------
 
 def order_place(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
-                quantity_kg: Any, price: Any, client_order_id: str, savepoint: bool = True) -> OrderResult:
+                quantity_kg: Any, price: Any, client_order_id: str, savepoint: bool = True,
+                locked: bool = False) -> OrderResult:
     """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts.
 
     Inside a caller's transaction the order runs in a savepoint, so a refusal leaves the caller's transaction
     usable. `savepoint=False` when the caller rolls its whole transaction back on any error anyway (the API's
-    Idempotency-Key wrapper): the savepoint would cost two statements per order for nothing."""
+    Idempotency-Key wrapper): the savepoint would cost two statements per order for nothing.
+
+    `locked`: the caller read `instrument` with its row lock in the current transaction
+    (`selectors.instrument_for_order(code, lock=True)`, the API's read): it is not read and locked again."""
     if not client_order_id or len(client_order_id) > 64:
         raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
                             field="client_order_id")
@@ -216,14 +220,15 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
             policy.require(policy.can_buy(member, instrument.grade.metal, country))
     try:
         with transaction.atomic(savepoint=savepoint):
-            return _place_locked(member, instrument.pk, ticket, client_order_id)
+            return _place_locked(member, instrument if locked else instrument_locked(instrument.pk), ticket,
+                                 client_order_id)
     except BaseException:
         book_cache.drop(instrument.pk)
         raise
 
 
-def _place_locked(member: Member, instrument_id: int, ticket: OrderTicket, client_order_id: str) -> OrderResult:
-    instrument = instrument_locked(instrument_id)  # nothing under the lock reads its grade or metal
+def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str) -> OrderResult:
+    """The order under its instrument's row lock; `instrument` was read with the lock."""
     cached = book_cache.book_for(instrument)  # before the insert: a rebuilt book must not hold this order yet
     seq = instrument.book_seq + 1
     hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
