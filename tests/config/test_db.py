@@ -1,0 +1,63 @@
+"""config.db: the plain INSERT and SELECT of the hot paths write and build what the ORM would."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from config.db import columns, insert_rows, select_rows
+from receipts.models import Lot, Metal, ReceiptNumberCounter
+from tests.factories.receipts import ReceiptWorld
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def lot() -> Lot:
+    lot = ReceiptWorld().lot()
+    Lot.objects.filter(pk=lot.pk).update(seal_numbers=["S-1", "S-2"])
+    return lot
+
+
+def test_select_rows_builds_each_instance_as_the_orm_does_and_passes_the_other_columns_through(lot: Lot) -> None:
+    sql = (f"SELECT {columns(Lot, 'l')}, m.symbol, 7 FROM receipts_lot l "  # noqa: S608  # nosec B608 - columns from meta
+           "JOIN receipts_metal m ON m.id = l.metal_id WHERE l.id = %s")
+    [(read, symbol, seven)] = select_rows(sql, [lot.pk], Lot)
+
+    orm = Lot.objects.get(pk=lot.pk)
+    assert (symbol, seven) == (orm.metal.symbol, 7)
+    assert read.seal_numbers == ["S-1", "S-2"]  # the JSON field's converter ran
+    for field in Lot._meta.concrete_fields:
+        assert getattr(read, field.attname) == getattr(orm, field.attname), field.name
+    assert not read._state.adding and read._state.db == connection.alias
+    assert select_rows(sql, [-1], Lot) == []
+
+
+def test_insert_rows_sends_an_along_write_in_the_same_statement(lot: Lot) -> None:
+    counter = ReceiptNumberCounter(metal=Metal.objects.get(symbol=lot.metal.symbol), year=1999, last=41)
+    with CaptureQueriesContext(connection) as queries:
+        assert insert_rows([counter], along=("UPDATE receipts_lot SET location = %s WHERE id = %s", ["B7", lot.pk]))
+    assert len(queries) == 1
+    assert ReceiptNumberCounter.objects.get(pk=counter.pk).last == 41
+    assert Lot.objects.get(pk=lot.pk).location == "B7"
+
+
+def test_without_a_data_modifying_with_the_along_write_runs_first_as_its_own_statement(
+        lot: Lot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded SQLite mode has no INSERT/UPDATE inside WITH: the same two writes, one after the other."""
+    monkeypatch.setattr(connections["default"], "vendor", "sqlite")
+    counter = ReceiptNumberCounter(metal=Metal.objects.get(symbol=lot.metal.symbol), year=1998)
+    with CaptureQueriesContext(connection) as queries:
+        assert insert_rows([counter], along=("UPDATE receipts_lot SET location = %s WHERE id = %s", ["C3", lot.pk]))
+    assert [q["sql"].split()[0] for q in queries] == ["UPDATE", "INSERT"]
+    assert counter.pk is not None and Lot.objects.get(pk=lot.pk).location == "C3"
+
+
+def test_insert_rows_unless_exists_inserts_nothing_over_an_existing_row(lot: Lot) -> None:
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    assert insert_rows([ReceiptNumberCounter(metal=metal, year=1997, last=1)], unless_exists_on=("metal", "year"))
+    again = ReceiptNumberCounter(metal=metal, year=1997, last=2)
+    assert not insert_rows([again], unless_exists_on=("metal", "year"))
+    assert again.pk is None
+    assert ReceiptNumberCounter.objects.get(metal=metal, year=1997).last == 1
