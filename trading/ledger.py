@@ -110,14 +110,21 @@ def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
         insert_rows(rows)
         postings = [Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
                     for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs]
-        if postings:
-            insert_rows(postings)
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
-        # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift. One
-        # executemany: psycopg sends the updates in one pipeline, one round trip.
-        with connection.cursor() as cursor:
-            cursor.executemany("UPDATE trading_account SET available = %s, held = %s WHERE id = %s",
-                               [(current[pk].available, current[pk].held, pk) for pk in sorted(touched)])
+        # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift.
+        balances = [(pk, current[pk].available, current[pk].held) for pk in sorted(touched)]
+        if postings and connection.vendor == "postgresql":
+            # Every touched account in one UPDATE, sent with the postings' insert: one statement for both.
+            rows_sql = ", ".join(["(%s::bigint, %s::numeric, %s::numeric)"] * len(balances))
+            insert_rows(postings, along=(
+                "UPDATE trading_account AS a SET available = v.available, held = v.held "  # noqa: S608  # nosec B608 - placeholders
+                f"FROM (VALUES {rows_sql}) AS v(id, available, held) WHERE a.id = v.id",
+                [value for balance in balances for value in balance]))
+        elif postings:
+            insert_rows(postings)
+            with connection.cursor() as cursor:  # one executemany: one round trip
+                cursor.executemany("UPDATE trading_account SET available = %s, held = %s WHERE id = %s",
+                                   [(available, held, pk) for pk, available, held in balances])
     return rows
 
 
