@@ -1136,13 +1136,19 @@ class _Verifier:
 
 def _attesters(root_issued: Mapping[str, Any]) -> dict[str, frozenset[str]] | None:
     """Who may sign each kind of attestation, from the root `issued` event's `attesters`
-    (platform-signed): the operator, the producer and the members nominated for the kind.
-    None when the event names none (a receipt issued before nominations existed): then
-    only roles are checked. Empty when they are malformed, so every attestation fails."""
+    (platform-signed). None when the event names none (a receipt issued before nominations
+    existed): then only roles are checked."""
     data = root_issued.get("data")
     if not isinstance(data, dict) or "attesters" not in data:
         return None
-    attesters = data["attesters"]
+    return allowed_attesters(data["attesters"])
+
+
+def allowed_attesters(attesters: Any) -> dict[str, frozenset[str]]:
+    """The rule of who may attest a lot, per attestation kind: its warehouse operator, its producer
+    and the members nominated for that kind, by legal id, from `attesters` as an `issued` event
+    binds them ({operator, producer, nominated: {kind: [member]}}). Empty when they are malformed,
+    so every attestation fails. The platform judges submissions and issues by the same function."""
     if not isinstance(attesters, dict):
         return {}
     operator, producer, nominated = attesters.get("operator"), attesters.get("producer"), attesters.get("nominated")

@@ -26,7 +26,13 @@ from config.errors import Conflict, IllegalTransition, NotAllowed, NotFound, Val
 from members.keys import b64url_decode
 from members.models import Member, Role, SigningKey
 from receipts import chain
-from receipts.bundles import DOCUMENT_TIME, SIGNER_ROLES, attestation_lot_matches, validate_attestation
+from receipts.bundles import (
+    DOCUMENT_TIME,
+    SIGNER_ROLES,
+    allowed_attesters,
+    attestation_lot_matches,
+    validate_attestation,
+)
 from receipts.canonical import canonical_bytes, parse_utc, utc_stamp
 from receipts.catalogue import load_catalogue, parse_grade
 from receipts.errors import ProofError
@@ -202,25 +208,30 @@ def lot_document(lot: Lot) -> dict[str, Any]:
 Nominees = Sequence[tuple[Member, Sequence[str]]]
 
 
-def _nomination_kinds(member: Member, kinds: Sequence[str], *, prefix: str = "") -> list[str]:
-    """The kinds to nominate `member` for, each once, in the order given; refused when a kind is unknown or
-    the member lacks every role that may sign it (the same roles `attestation_submit` requires)."""
+def _attestation_kinds(kinds: Sequence[str], *, field: str) -> list[str]:
+    """`kinds`, each once, in the order given; refused unless they are one or more attestation kinds."""
     if isinstance(kinds, str) or not kinds:
-        raise ValidationFailed("Name at least one attestation kind to nominate for.", code="invalid_kind",
-                               field=f"{prefix}kinds")
+        raise ValidationFailed("Name at least one attestation kind.", code="invalid_kind", field=field)
     unknown = [k for k in kinds if k not in AttestationKind.values]
     if unknown:
         raise ValidationFailed(f"Unknown attestation kind {unknown[0]!r}; kinds: {', '.join(AttestationKind.values)}.",
-                               code="invalid_kind", field=f"{prefix}kinds")
+                               code="invalid_kind", field=field)
+    return list(dict.fromkeys(kinds))
+
+
+def _nomination_kinds(member: Member, kinds: Sequence[str], *, prefix: str = "") -> list[str]:
+    """The kinds to nominate `member` for, each once, in the order given; refused when a kind is unknown or
+    the member lacks every role that may sign it (the same roles `attestation_submit` requires)."""
+    wanted = _attestation_kinds(kinds, field=f"{prefix}kinds")
     roles = member.role_set()
-    for kind in kinds:
+    for kind in wanted:
         if not roles & SIGNER_ROLES[kind]:
             raise ValidationFailed(
                 f"{member_ref(member)} cannot sign {kind} attestations: that needs role "
                 f"{' or '.join(sorted(SIGNER_ROLES[kind]))}.", code="nominee_role_not_allowed",
                 field=f"{prefix}member", details={"member": member_ref(member), "kind": kind,
                                                   "roles": sorted(SIGNER_ROLES[kind])})
-    return list(dict.fromkeys(kinds))
+    return wanted
 
 
 def _nominate(lot: Lot, member: Member, kinds: Sequence[str], *, by: Member, at: datetime) -> list[LotNomination]:
@@ -252,10 +263,7 @@ def lot_nomination_withdraw(*, lot: Lot, by: Member, member: Member, kinds: Sequ
     (a receipt issued on the lot names its attesters). The rows stay, marked withdrawn. Takes the lot's
     row lock, so no attestation by the member slips in between the check and the withdrawal."""
     _require_operator(lot.warehouse, by)
-    if isinstance(kinds, str) or not kinds or any(k not in AttestationKind.values for k in kinds):
-        raise ValidationFailed(f"kinds must name attestation kinds: {', '.join(AttestationKind.values)}.",
-                               code="invalid_kind", field="kinds")
-    wanted = list(dict.fromkeys(kinds))
+    wanted = _attestation_kinds(kinds, field="kinds")
     with transaction.atomic():
         lot_for_update(lot.pk).get()
         live = {n.kind: n for n in LotNomination.objects.filter(lot=lot, member=member, kind__in=wanted,
@@ -279,10 +287,9 @@ def lot_nomination_withdraw(*, lot: Lot, by: Member, member: Member, kinds: Sequ
 
 def may_attest(lot: Lot, member: Member, kind: str) -> bool:
     """Whether `member` may sign a `kind` attestation about the lot: its warehouse operator, its producer, or
-    a member the operator nominated for that kind. (Roles are checked apart: see SIGNER_ROLES.)"""
-    if member.pk in (lot.warehouse.operator_id, lot.producer_id):
-        return True
-    return LotNomination.objects.filter(lot=lot, member=member, kind=kind, withdrawn_at__isnull=True).exists()
+    a member the operator nominated for that kind, judged by the offline verifier's rule
+    (`bundles.allowed_attesters`). Roles are checked apart: see SIGNER_ROLES."""
+    return member_ref(member) in allowed_attesters(lot_attesters(lot)).get(kind, ())
 
 
 def lot_attesters(lot: Lot) -> dict[str, Any]:
@@ -554,10 +561,10 @@ def _check_issuable(lot: Lot, attestations: Sequence[Attestation], attesters: Ma
     if any(a.kind == AttestationKind.ASSAY and a.created_at > lot.graded_at for a in attestations):
         raise Conflict("An assay was attached after the lot was graded; grade it again before issuing.",
                        code="lot_grading_stale")
+    allowed = allowed_attesters(attesters)
     for attestation in attestations:
         signer = member_ref(attestation.signer)
-        if signer not in (attesters["operator"], attesters["producer"]) \
-                and signer not in attesters["nominated"].get(attestation.kind, ()):
+        if signer not in allowed.get(attestation.kind, ()):
             # attestation_submit enforces this and a withdrawal waits for it: only rows that bypassed both
             # (an import, a repair) reach here.
             raise Conflict(f"The {attestation.kind} attestation is signed by {signer}, who is not nominated for "
