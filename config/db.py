@@ -1,4 +1,5 @@
-"""Row inserts for the hot write paths (order entry, receipt splits, the ledger) without the ORM's per-call compile.
+"""Row inserts and reads for the hot paths (order entry, receipt splits, the ledger) without the ORM's per-call
+compile.
 
 `QuerySet.bulk_create` builds and compiles its INSERT anew on every call: on this stack ~0.5-0.7 ms for two
 or three rows, more than the round trip. `insert_rows` writes the same statement directly: every concrete
@@ -71,22 +72,22 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
 
 # --- reads ---------------------------------------------------------------------------------------------------
 
-_Converter = Any
-
-
-def _readers(model: type[Model]) -> tuple[list[str], list[list[_Converter]], list[Any]]:
+@functools.cache
+def _readers(model: type[Model]) -> tuple[list[str], list[list[Any]], list[Any]]:
     """The model's concrete fields' attnames, the converters the ORM applies to each column as it comes from the
     database (JSON parsing and the like), and the column expressions they are called with."""
-    found = _READERS.get(model)
-    if found is None:
-        meta = model._meta
-        cols = [cast("Field[Any, Any]", f).get_col(meta.db_table) for f in meta.concrete_fields]
-        converters = [connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols]
-        found = _READERS[model] = ([cast(str, f.attname) for f in meta.concrete_fields], converters, cols)
-    return found
+    meta = model._meta
+    cols = [cast("Field[Any, Any]", f).get_col(meta.db_table) for f in meta.concrete_fields]
+    converters = [connection.ops.get_db_converters(col) + col.get_db_converters(connection) for col in cols]
+    return [cast(str, f.attname) for f in meta.concrete_fields], converters, cols
 
 
-_READERS: dict[type[Model], tuple[list[str], list[list[_Converter]], list[Any]]] = {}
+def for_update(of: str = "") -> str:
+    """The row-lock clause of a plain SELECT (` FOR UPDATE`, ` FOR UPDATE OF <of>`), or nothing on SQLite, which
+    has no row locks (its writers already run one at a time)."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from django.db import connection
 from django.db.models import QuerySet
 
-from config.db import columns, select_rows
+from config.db import columns, for_update, select_rows
 from receipts.models import Lot, Receipt, ReceiptStatus, StockStatement, StorageIncident
 
 
@@ -18,9 +18,8 @@ def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
 def order_receipts_locked(*, holder_id: int, order_ref: str) -> list[Receipt]:
     """The receipts a sell order holds encumbered, locked in pk order (delivery takes them oldest first), in one
     plain statement: the queryset compiled anew on every fill cost more than the statement's round trip."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta
-           f"WHERE r.holder_id = %s AND r.encumbrance_ref = %s AND r.status = %s ORDER BY r.id{lock}")
+           f"WHERE r.holder_id = %s AND r.encumbrance_ref = %s AND r.status = %s ORDER BY r.id{for_update()}")
     return [row[0] for row in select_rows(sql, [holder_id, order_ref, ReceiptStatus.ENCUMBERED], Receipt)]
 
 

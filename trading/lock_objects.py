@@ -5,23 +5,16 @@ from __future__ import annotations
 
 from typing import cast
 
-from django.db import connection
 from django.db.models import QuerySet
 
-from config.db import columns, select_rows
+from config.db import columns, for_update, select_rows
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
-def instrument_for_update(pk: int) -> QuerySet[Instrument]:
-    # One row lock per instrument serialises its book across every web process and worker.
-    return Instrument.objects.select_for_update().filter(pk=pk)
-
-
 def instrument_locked(pk: int) -> Instrument:
-    """The instrument row, locked: order entry's serialising read, in one plain statement (the ORM compiled the
-    same select anew for every order). SQLite has no row locks (its writers already run one at a time)."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    rows = select_rows(f"SELECT {columns(Instrument, 'i')} FROM trading_instrument i WHERE i.id = %s{lock}",  # noqa: S608  # nosec B608 - columns from meta
+    """The instrument row, locked: the row lock that serialises its book across every web process and worker,
+    in one plain statement (the ORM compiled the same select anew for every order)."""
+    rows = select_rows(f"SELECT {columns(Instrument, 'i')} FROM trading_instrument i WHERE i.id = %s{for_update()}",  # noqa: S608  # nosec B608 - columns from meta
                        [pk], Instrument)
     if not rows:
         raise Instrument.DoesNotExist(f"No instrument {pk}.")
@@ -34,9 +27,8 @@ def accounts_locked(pks: list[int]) -> list[Account]:
     keys = sorted(set(pks))
     if not keys:
         return []
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     marks = ", ".join(["%s"] * len(keys))  # placeholders only; the keys go as parameters
-    sql = f"SELECT {columns(Account, 'a')} FROM trading_account a WHERE a.id IN ({marks}) ORDER BY a.id{lock}"  # noqa: S608  # nosec B608 - columns from meta, placeholders
+    sql = f"SELECT {columns(Account, 'a')} FROM trading_account a WHERE a.id IN ({marks}) ORDER BY a.id{for_update()}"  # noqa: S608  # nosec B608 - columns from meta, placeholders
     return [row[0] for row in select_rows(sql, keys, Account)]
 
 

@@ -9,11 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
-from config.db import columns, select_rows
+from config.db import columns, for_update, select_rows
 from members.models import Member
 from receipts import grading
 from receipts.bundles import Check, VerificationResult, verify_bundle
@@ -56,11 +55,10 @@ def instrument_for_order(code: str, *, lock: bool = False) -> Instrument | None:
     select_related("grade__metal") compiled a three-table select anew for every order (~0.9 ms) and built
     two models it did not need, parsing their JSON. With `lock`, the instrument's row is locked as order entry's
     serialising read (see `order_place(locked=True)`): the read and the lock are one statement."""
-    lock_clause = " FOR UPDATE OF i" if lock and connection.features.has_select_for_update else ""
     found = select_rows(
         f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta
         "JOIN receipts_grade g ON g.id = i.grade_id JOIN receipts_metal m ON m.id = g.metal_id WHERE i.code = %s"
-        f"{lock_clause}", [code], Instrument)
+        f"{for_update('i') if lock else ''}", [code], Instrument)
     if not found:
         return None
     instrument, metal_pk, metal_symbol = found[0]

@@ -8,6 +8,7 @@ Market orders are protected: they run as IOC limits at the edge of the instrumen
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
@@ -17,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance import policy
-from config.db import columns, insert_rows, select_rows
+from config.db import columns, for_update, insert_rows, select_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.models import Receipt, ReceiptStatus
@@ -31,7 +32,7 @@ from trading import book_cache
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
 from trading.ledger import AVAILABLE, HELD, Entry, member_account, post, post_many, system_account
-from trading.lock_objects import instrument_for_update, instrument_locked
+from trading.lock_objects import instrument_locked
 from trading.models import (
     LIVE_ORDER_STATUSES,
     Account,
@@ -157,17 +158,13 @@ def region_countries(region: str) -> list[str]:
         return [str(row[0]) for row in cursor.fetchall()]
 
 
-_LABELLED: dict[str, tuple[str, tuple[Any, ...]]] = {}
-
-
+@functools.cache
 def _labelled(label: str) -> tuple[str, tuple[Any, ...]]:
     """The SQL and parameters of "the receipts holding ESG label `label`" (compliance's rule, one query of
     EXISTS subqueries), compiled once per process: its parameters are constants of the rule, not of the order."""
-    if label not in _LABELLED:
-        from compliance.selectors import receipts_with_label
+    from compliance.selectors import receipts_with_label
 
-        _LABELLED[label] = receipts_with_label(label).values("pk").query.sql_with_params()
-    return _LABELLED[label]
+    return receipts_with_label(label).values("pk").query.sql_with_params()
 
 
 def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = False) -> list[Receipt]:
@@ -181,8 +178,7 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
         sub, sub_params = _labelled(instrument.esg_class)
         labelled = f" AND r.id IN ({sub})"
         params.extend(sub_params)
-    order = " ORDER BY r.id" + (" FOR UPDATE OF r" if connection.features.has_select_for_update else "") \
-        if lock else " ORDER BY r.issued_at, r.id"
+    order = f" ORDER BY r.id{for_update('r')}" if lock else " ORDER BY r.issued_at, r.id"
     sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta, compiled label rule
            "JOIN receipts_lot l ON l.id = r.lot_id JOIN receipts_warehouse w ON w.id = l.warehouse_id "
            f"WHERE r.holder_id = %s AND r.grade_id = %s AND r.status = %s AND w.region = %s AND w.approved"
@@ -472,7 +468,7 @@ def _cancel(order: Order, *, reason: str) -> Order | None:
     """Take the order off the book and release what it holds; None if it is not live."""
     try:
         with transaction.atomic():
-            instrument = instrument_for_update(order.instrument_id).get()
+            instrument = instrument_locked(order.instrument_id)
             order = Order.objects.select_related("member").get(pk=order.pk)
             if order.status not in LIVE_ORDER_STATUSES:
                 return None
@@ -511,7 +507,7 @@ def instrument_set_status(*, instrument: Instrument, status: str, reason: str) -
     if not reason.strip():
         raise ValidationFailed("Halting or opening needs a reason.", code="reason_required", field="reason")
     with transaction.atomic():
-        locked = instrument_for_update(instrument.pk).get()
+        locked = instrument_locked(instrument.pk)
         locked.status = status
         locked.save(update_fields=["status"])
     return locked
