@@ -128,4 +128,3 @@ def audit_context(**metadata: Any) -> Iterator[None]:
         # transaction (a settlement after a licence draw) would be attributed to this action. Clear them
         # once the outermost context is left. (After an error the rollback reverts them.)
         _attach("", {})
-

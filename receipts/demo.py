@@ -4,8 +4,8 @@ powder 5N5 and a non-standard W lot), some recycled, with PACT footprints and RM
 
 Each lot's warehouse nominates the demo labs and verifiers that attest it when it registers the lot (the
 producer and the operator need no nomination). Everything goes through the services, so every receipt
-carries a real, verifiable bundle. Idempotent: a
-lot already registered (warehouse + batch number) is left as it is; keys and warehouses are reused.
+carries a real, verifiable bundle. Idempotent: a lot already registered (warehouse + batch number) is left
+as it is; keys and warehouses are reused.
 Run after members.demo.load().
 
 The demo keys are derived from a PUBLISHED seed (sha256("ingot-demo:" + username)), so re-runs find the

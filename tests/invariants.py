@@ -101,8 +101,8 @@ def fetch(statements: Mapping[str, str], arguments: Mapping[str, Sequence[int]] 
 
     Each statement is prepared once per database connection (PREPARE outlives the test transactions
     and savepoints it was made in, until a DEALLOCATE) and then executed by name: planning is most of
-    what such a small query costs, and the stateful test runs these after every step. `arguments`: integers for a
-    statement's $1, $2... (written into the EXECUTE, so checked to be integers)."""
+    what such a small query costs, and the stateful test runs these after every step. `arguments`:
+    integers for a statement's $1, $2... (written into the EXECUTE, so checked to be integers)."""
     arguments = arguments or {}
     names = list(statements)
     with connection.cursor() as cursor:
