@@ -11,6 +11,12 @@ from config.db import columns, for_update, select_rows
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
+def instrument_for_update(pk: int) -> QuerySet[Instrument]:
+    # The reference-price store's lock (trading.pricing_services): the same row lock as `instrument_locked`,
+    # as a queryset.
+    return Instrument.objects.select_for_update().filter(pk=pk)
+
+
 def instrument_locked(pk: int) -> Instrument:
     """The instrument row, locked: the row lock that serialises its book across every web process and worker,
     in one plain statement (the ORM compiled the same select anew for every order)."""

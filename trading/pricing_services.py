@@ -27,7 +27,7 @@ from members.models import Role, User
 from members.selectors import member_of
 from receipts.models import Grade
 from trading import factors, pricing, pricing_selectors
-from trading.lock_objects import candle_watermark_for_update, instrument_locked
+from trading.lock_objects import candle_watermark_for_update, instrument_for_update
 from trading.models import Instrument, InstrumentStatus, Trade
 from trading.pricing_config import MetalPricingConfig, default_pricing_config
 from trading.pricing_models import (
@@ -394,7 +394,7 @@ def _store_reference(item: _Computed, window_end: datetime) -> ReferencePrice:
     """Store one computed reference and move the instrument's band. Takes the instrument's row lock."""
     with transaction.atomic():
         _derived_data_commit()
-        instrument = instrument_locked(item.instrument.pk)
+        instrument = instrument_for_update(item.instrument.pk).get()
         stored_ends = set(ReferencePrice.objects.filter(instrument=instrument, window_end__gte=window_end)
                           .values_list("window_end", flat=True))
         if window_end in stored_ends:  # another run of the same window committed first
