@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from trading.engine import OrderBook
-from trading.models import LIVE_ORDER_STATUSES, BookCommand, Instrument, Order, OrderType
+from trading.models import LIVE_ORDER_STATUSES, Instrument, Order, OrderType
 
 
 @dataclass
@@ -50,13 +50,23 @@ def book_for(instrument: Instrument) -> CachedBook:
         cached = _BOOKS[instrument.pk] = _rebuild(instrument)
     elif cached.seq < instrument.book_seq:
         # Another process moved the book: replay what it did, in order (the engine is deterministic).
-        for cmd in BookCommand.objects.filter(instrument=instrument, seq__gt=cached.seq).order_by("seq"):
-            if cmd.kind == "submit":
-                cached.book.submit(cmd.order_id, cmd.owner, cmd.side, cmd.quantity, cmd.price, cmd.tif)
+        for seq, kind, order_id, owner, side, quantity, price, tif in _commands_after(instrument.pk, cached.seq):
+            if kind == "submit":
+                cached.book.submit(order_id, owner, side, quantity, price, tif)
             else:
-                cached.book.cancel(cmd.order_id)
-            cached.seq = cmd.seq
+                cached.book.cancel(order_id)
+            cached.seq = seq
     return cached
+
+
+def _commands_after(instrument_id: int, seq: int) -> list[tuple[Any, ...]]:
+    """The book's commands after `seq`, in order, as plain tuples: one plain statement. With two web processes
+    taking turns on one instrument, nearly every order replays the other's last command, and the queryset
+    compiled anew each time was a fifth of the CPU spent under the instrument's lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq, kind, order_id, owner, side, quantity, price, tif FROM trading_bookcommand "
+                       "WHERE instrument_id = %s AND seq > %s ORDER BY seq", [instrument_id, seq])
+        return cursor.fetchall()
 
 
 def mark_tentative(instrument_id: int, cached: CachedBook) -> None:
