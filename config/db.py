@@ -36,7 +36,8 @@ def _insert_sql(model: type[Model], count: int, unless_exists_on: tuple[str, ...
 
 
 def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] = (),
-                along: tuple[str, Sequence[Any]] | None = None) -> bool:
+                along: tuple[str, Sequence[Any]] | None = None,
+                then: Sequence[tuple[str, Sequence[Any]]] = ()) -> bool:
     """Insert `instances` (all of one model, at least one) in one statement and give them their new primary
     keys, in order. True when they were inserted.
 
@@ -46,21 +47,40 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
 
     `along`: another write, (sql, params), sent in the same statement on PostgreSQL (a data-modifying WITH: one
     round trip instead of two), before the insert elsewhere. It must not read what the insert writes, nor the
-    insert what it writes: both see the same snapshot."""
-    if unless_exists_on and len(instances) != 1:
-        raise ValueError("unless_exists_on inserts one row at a time")
+    insert what it writes: both see the same snapshot.
+
+    `then`: writes that need the new row's key, (sql, params) each, reading it from the relation `inserted` (one
+    column, `id`; no row when `unless_exists_on` found the row already there): on PostgreSQL in the same
+    statement, after the insert elsewhere. Only for one instance."""
+    if (unless_exists_on or then) and len(instances) != 1:
+        raise ValueError("unless_exists_on and then insert one row at a time")
     fields, sql = _insert_sql(type(instances[0]), len(instances), tuple(unless_exists_on))
     for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
         instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
     params = [field.get_db_prep_save(field.pre_save(instance, True), connection)
               for instance in instances for field in fields]
+    postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        if along is not None and connection.vendor == "postgresql":
-            sql, params = f"WITH along AS ({along[0]}) {sql}", [*along[1], *params]
+        if postgresql and (along is not None or then):
+            ctes, head = [], []
+            if along is not None:
+                ctes.append(f"along AS ({along[0]})")
+                head = [*along[1]]
+            if then:
+                ctes.append(f"inserted(id) AS ({sql})")
+                ctes.extend(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))
+                sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
+                params = [*head, *params, *(p for _, write_params in then for p in write_params)]
+            else:
+                sql, params = f"WITH {ctes[0]} {sql}", [*head, *params]
         elif along is not None:
             cursor.execute(*along)
         cursor.execute(sql, params)
         keys = [found[0] for found in cursor.fetchall()]
+        if then and not postgresql:
+            for write, write_params in then:
+                cursor.execute(f"WITH inserted(id) AS (SELECT %s WHERE %s) {write}",  # noqa: S608  # nosec B608 - the caller's statement
+                               [keys[0] if keys else None, bool(keys), *write_params])
     if not keys and unless_exists_on:
         return False
     for instance, pk in zip(instances, keys, strict=True):

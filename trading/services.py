@@ -229,7 +229,9 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
     seq = instrument.book_seq + 1
     hold = buy_hold(ticket.quantity_kg, ticket.price or Decimal(0), instrument) if ticket.side == Side.BUY \
         else Decimal(0)
-    order = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold)
+    command = BookCommand(instrument=instrument, seq=seq, kind="submit", owner=member.pk, side=ticket.side,
+                          quantity=to_units(ticket.quantity_kg), price=ticket.engine_price, tif=ticket.tif)
+    order = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold, command=command)
     if order is None:
         existing = Order.objects.get(member=member, client_order_id=client_order_id)
         # A replay is the same order: a market order's protective price is the band edge of the day, so it
@@ -252,14 +254,9 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
         receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
                           order_ref=f"O{order.pk}")
 
-    engine_tif = ticket.tif
     book_cache.mark_tentative(instrument.pk, cached)
-    execution = cached.book.submit(order.pk, member.pk, ticket.side, to_units(ticket.quantity_kg),
-                                   ticket.engine_price, engine_tif)
-    cached.seq = seq
-    _log_command(instrument, BookCommand(seq=seq, kind="submit", order_id=order.pk, owner=member.pk, side=ticket.side,
-                                         quantity=to_units(ticket.quantity_kg), price=ticket.engine_price,
-                                         tif=engine_tif))
+    execution = cached.book.submit(order.pk, member.pk, ticket.side, command.quantity, command.price, command.tif)
+    cached.seq = instrument.book_seq = seq
     result = OrderResult(order=order)
     _settle(instrument, order, execution, result)
     if result.trades:
@@ -277,15 +274,25 @@ def _log_command(instrument: Instrument, command: BookCommand) -> None:
 
 
 def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
-                  hold: Decimal) -> Order | None:
+                  hold: Decimal, command: BookCommand) -> Order | None:
     """Insert the order, or nothing when the member already has one with this client order id (None): one
     statement is both the replay check and the insert. ON CONFLICT sees committed rows whatever the snapshot,
-    and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key."""
+    and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key.
+
+    The same statement appends the order's `command` (a submit; its order is the new row) to the book's
+    command log and moves the instrument's `book_seq` to it, as `_log_command` does; a replay writes neither.
+    The caller holds the instrument's row lock."""
     order = Order(member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
                   order_type=ticket.order_type, tif=ticket.tif,
                   price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
                   quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), held_amount=hold, book_seq=seq)
-    return order if insert_rows([order], unless_exists_on=("member", "client_order_id")) else None
+    log = ("INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, price, tif) "
+           "SELECT %s, %s, %s, id, %s, %s, %s, %s, %s FROM inserted",
+           [instrument.pk, command.seq, command.kind, command.owner, command.side, command.quantity, command.price,
+            command.tif])
+    moved = ("UPDATE trading_instrument SET book_seq = %s WHERE id = %s AND EXISTS (SELECT 1 FROM inserted)",
+             [command.seq, instrument.pk])
+    return order if insert_rows([order], unless_exists_on=("member", "client_order_id"), then=(log, moved)) else None
 
 
 def _fold_candles(instrument_id: int) -> None:

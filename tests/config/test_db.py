@@ -61,3 +61,43 @@ def test_insert_rows_unless_exists_inserts_nothing_over_an_existing_row(lot: Lot
     assert not insert_rows([again], unless_exists_on=("metal", "year"))
     assert again.pk is None
     assert ReceiptNumberCounter.objects.get(metal=metal, year=1997).last == 1
+
+
+def test_then_writes_read_the_new_key_in_the_same_statement(lot: Lot) -> None:
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    counter = ReceiptNumberCounter(metal=metal, year=1996, last=5)
+    moved = ("UPDATE receipts_lot SET location = 'K' || (SELECT id FROM inserted) WHERE id = %s", [lot.pk])
+    with CaptureQueriesContext(connection) as queries:
+        assert insert_rows([counter], unless_exists_on=("metal", "year"), then=[moved])
+    assert len(queries) == 1
+    assert Lot.objects.get(pk=lot.pk).location == f"K{counter.pk}"
+
+    Lot.objects.filter(pk=lot.pk).update(location="A1")
+    again = ReceiptNumberCounter(metal=metal, year=1996, last=6)
+    guarded = ("UPDATE receipts_lot SET location = 'again' WHERE id = %s AND EXISTS (SELECT 1 FROM inserted)",
+               [lot.pk])
+    assert not insert_rows([again], unless_exists_on=("metal", "year"), then=[guarded])
+    assert Lot.objects.get(pk=lot.pk).location == "A1"  # no new row: `inserted` was empty
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_without_a_data_modifying_with_the_then_writes_follow_the_insert_with_its_key(
+        lot: Lot, exists: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    if exists:
+        ReceiptNumberCounter.objects.create(metal=metal, year=1995)
+    monkeypatch.setattr(connections["default"], "vendor", "sqlite")
+    counter = ReceiptNumberCounter(metal=metal, year=1995)
+    moved = ("UPDATE receipts_lot SET location = 'K' || (SELECT id FROM inserted) WHERE id = %s "
+             "AND EXISTS (SELECT 1 FROM inserted)", [lot.pk])
+    with CaptureQueriesContext(connection) as queries:
+        assert insert_rows([counter], unless_exists_on=("metal", "year"), then=[moved]) is not exists
+    assert [q["sql"].split()[0] for q in queries] == ["INSERT", "WITH"]
+    assert Lot.objects.get(pk=lot.pk).location == (lot.location if exists else f"K{counter.pk}")
+
+
+def test_then_takes_one_row_at_a_time(lot: Lot) -> None:
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    rows = [ReceiptNumberCounter(metal=metal, year=y) for y in (1993, 1994)]
+    with pytest.raises(ValueError, match="one row at a time"):
+        insert_rows(rows, then=[("SELECT 1", [])])
