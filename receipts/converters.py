@@ -1,4 +1,4 @@
-"""URL path converter for receipt numbers (`WR-GA-2026-000123`, receipts/services.py `_next_numbers`).
+"""URL path converter for receipt numbers (`WR-GA-2026-000123`, receipts/numbering.py).
 
 Registered as `receipt` in config/urls.py before any URLconf is included. Constraining the segment keeps
 `receipts/verify` (the POST-only bundle verifier) from being read as a receipt number, and drf-spectacular

@@ -297,7 +297,8 @@ class ReceiptEvent(models.Model):
 
 
 class ReceiptNumberCounter(models.Model):
-    """Last number issued per metal and year, locked while a number is taken."""
+    """Last number issued per metal and year, locked while a number is taken: receipt numbers on SQLite (the
+    embedded mode). PostgreSQL takes serials from a sequence instead (receipts/numbering.py)."""
 
     metal = models.ForeignKey(Metal, on_delete=models.PROTECT)
     year = models.PositiveSmallIntegerField()

@@ -41,7 +41,6 @@ from receipts.lock_objects import (
     lot_for_update,
     open_incident_for_update,
     order_receipts_locked,
-    receipt_counter_advance,
     receipts_for_update,
     stock_statement_for_update,
 )
@@ -55,7 +54,6 @@ from receipts.models import (
     Metal,
     Receipt,
     ReceiptEvent,
-    ReceiptNumberCounter,
     ReceiptStatus,
     StockGap,
     StockStatement,
@@ -63,6 +61,7 @@ from receipts.models import (
     StorageReading,
     Warehouse,
 )
+from receipts.numbering import receipt_numbers
 from receipts.platform_keys import platform_signer
 from receipts.signals import proof_changed_on_commit, receipt_freezing
 from receipts.signing import verify_bytes
@@ -513,29 +512,6 @@ def _write(receipt: Receipt, *events: ReceiptEvent) -> None:
         cursor.execute(*_receipt_write(receipt))
 
 
-def _next_number(lot: Lot, year: int) -> str:
-    """WR-GA-2026-000123 for a receipt of `lot`. Takes the metal/year counter's row lock."""
-    return _next_numbers(lot.pk, year, 1)[0]
-
-
-def _next_numbers(lot_id: int, year: int, count: int) -> list[str]:
-    """`count` consecutive receipt numbers for receipts of the lot, under one take of its metal/year counter's
-    row lock (the UPDATE takes it, moves the counter and names the metal in one statement, so callers need not
-    load the lot; the first number of a metal and year makes the row)."""
-    taken = receipt_counter_advance(lot_id=lot_id, year=year, count=count)
-    if taken is None:
-        metal_id = Lot.objects.filter(pk=lot_id).values_list("metal_id", flat=True).get()
-        try:
-            with transaction.atomic():
-                ReceiptNumberCounter.objects.create(metal_id=metal_id, year=year)
-        except IntegrityError:
-            pass
-        taken = receipt_counter_advance(lot_id=lot_id, year=year, count=count)
-        assert taken is not None
-    last, symbol = taken
-    return [f"WR-{symbol.upper()}-{year}-{n:06d}" for n in range(last - count + 1, last + 1)]
-
-
 def open_quantity(lot: Lot) -> Decimal:
     """Kilograms of the lot under open receipts (the invariant: never more than the lot's mass)."""
     total = Receipt.objects.filter(lot=lot, status__in=OPEN_STATUSES).aggregate(t=Sum("quantity_kg"))["t"]
@@ -601,7 +577,7 @@ def receipt_issue(*, lot: Lot, holder: Member, quantity_kg: Any, issued_by: Memb
             raise Conflict(f"Only {format_kg(available)} kg of lot {lot.reference} is not yet receipted.",
                            code="lot_over_issued", details={"available_kg": format_kg(available)})
         receipt = Receipt.objects.create(
-            number=_next_number(lot, signer.at.year), lot=lot, grade=lot.grade, quantity_kg=quantity,
+            number=receipt_numbers(lot.pk, signer.at.year, 1)[0], lot=lot, grade=lot.grade, quantity_kg=quantity,
             holder=holder, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
         data = chain.issued_data(
             metal=lot.metal.symbol, grade=lot.grade.code if lot.grade else None, form=lot.form,
@@ -622,7 +598,7 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     index is in `encumber` is encumbered at once for that order (its chain's second event). Caller holds the
     receipt's row lock."""
     assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
-    numbers = _next_numbers(receipt.lot_id, signer.at.year, len(parts))
+    numbers = receipt_numbers(receipt.lot_id, signer.at.year, len(parts))
     children = [Receipt(number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id, quantity_kg=q,
                         holder=h, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
                 for n, (q, h) in zip(numbers, parts, strict=True)]
