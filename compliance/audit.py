@@ -60,7 +60,8 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
     `statement_level`: one trigger call per statement, reading the changed rows from transition tables,
     instead of one per row. Same event rows; the context (who / why) is attached once per statement
     instead of once per row, which is most of a row-level trigger's cost. For tables written in bulk
-    (ESG results, their flags: thousands of rows per statement).
+    (ESG results, their flags: thousands of rows per statement) and on order entry's path (receipts and
+    their events, a split's two or three rows per statement; accounts, every touched one in one UPDATE).
     """
 
     def decorate(model: M) -> M:

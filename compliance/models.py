@@ -422,14 +422,14 @@ class MemberProxy(Member):
         verbose_name = "member (audited)"
 
 
-@audited(fields=RECEIPT_AUDIT_FIELDS)
+@audited(fields=RECEIPT_AUDIT_FIELDS, statement_level=True)
 class ReceiptProxy(Receipt):
     class Meta:
         proxy = True
         verbose_name = "receipt (audited)"
 
 
-@audited(fields=RECEIPT_CHAIN_AUDIT_FIELDS, model_name="ReceiptChainAuditEvent")
+@audited(fields=RECEIPT_CHAIN_AUDIT_FIELDS, model_name="ReceiptChainAuditEvent", statement_level=True)
 class ReceiptEventProxy(ReceiptEvent):
     class Meta:
         proxy = True

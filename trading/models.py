@@ -169,7 +169,7 @@ class AccountKind(models.TextChoices):
     EXTERNAL = "external", "Outside world (bank transfers in and out)"
 
 
-@audited(fields=["member", "kind", "currency", "available", "held"])
+@audited(fields=["member", "kind", "currency", "available", "held"], statement_level=True)
 class Account(models.Model):
     """Cash of one owner in one currency: available and held. Only the outside-world account may go negative
     (it is the other side of every deposit), so cash per currency sums to zero across all accounts."""

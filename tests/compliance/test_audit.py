@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.db import DatabaseError, transaction
+from django.db.models import Case, F, Value, When
 
 from compliance.models import (
     ExportLicenceAuditEvent,  # type: ignore[attr-defined]
@@ -67,6 +68,22 @@ def test_receipts_and_their_chain_are_captured_including_bulk_moves_of_title() -
     ReceiptEvent.objects.filter(pk=event.pk).update(kind="tampered")
     assert list(ReceiptChainAuditEvent.objects.filter(pgh_obj_id=event.pk).order_by("pgh_id")
                 .values_list("pgh_label", "kind")) == [("insert", "issued"), ("update", "tampered")]
+
+
+@pytest.mark.django_db
+def test_one_statement_over_many_rows_records_each_changed_row_once_with_the_context() -> None:
+    """Receipts, their chain and accounts are recorded by statement-level triggers (order entry writes a
+    split's rows, or every touched account, in one statement): the same rows a row-level trigger writes."""
+    from compliance.audit import audit_context
+
+    first, second, third = (receipt(quantity_kg="10.000") for _ in range(3))
+    buyer = MemberFactory()
+    with audit_context(action="bulk_test", reason="three rows, one unchanged"):
+        Receipt.objects.filter(pk__in=[first.pk, second.pk, third.pk]).update(
+            holder=Case(When(pk=third.pk, then=F("holder")), default=Value(buyer.pk)))
+    updates = ReceiptAuditEvent.objects.filter(pgh_obj_id__in=[first.pk, second.pk, third.pk], pgh_label="update")
+    assert sorted(updates.values_list("pgh_obj_id", "holder_id")) == [(first.pk, buyer.pk), (second.pk, buyer.pk)]
+    assert {e.pgh_context.metadata["action"] for e in updates} == {"bulk_test"}
 
 
 @pytest.mark.django_db
