@@ -68,14 +68,17 @@ def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: 
     return post_many([Entry(kind, reference, list(legs), memo, by)])[0]
 
 
-def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
+def post_many(entries: Sequence[Entry], *, locked: bool = False) -> list[JournalEntry]:
     """Write these balanced journal entries, in order, and apply them to the balances: every account of every
     entry is locked once (pk order) and read fresh under the lock, each entry is checked against the balances
     the entries before it left (so a batch refuses exactly what posting one by one would), then the entries
     and their postings are inserted in bulk and each touched account is written once.
 
     Every check runs before the first write, so a refusal writes nothing: no savepoint is needed inside the
-    caller's transaction."""
+    caller's transaction.
+
+    `locked`: the caller read every account of the entries with its row lock in this transaction, balances
+    included (order settlement reads them all in one statement): they are not read and locked again."""
     if not entries:
         return []
     batch = []
@@ -88,7 +91,10 @@ def post_many(entries: Sequence[Entry]) -> list[JournalEntry]:
             raise ValueError(f"unbalanced journal entry {entry.kind}: {dict(totals)}")
         batch.append((entry, legs))
     with transaction.atomic(savepoint=False):
-        current = {a.pk: a for a in accounts_locked([acc.pk for _, legs in batch for acc, _, _ in legs])}
+        if locked:
+            current = {acc.pk: acc for _, legs in batch for acc, _, _ in legs}
+        else:
+            current = {a.pk: a for a in accounts_locked([acc.pk for _, legs in batch for acc, _, _ in legs])}
         touched: set[int] = set()
         for _, legs in batch:
             delta: dict[tuple[int, str], Decimal] = defaultdict(Decimal)
