@@ -142,10 +142,11 @@ class OrderListCreateView(APIView):
             values = dict(data.validated_data)
             # Read and locked in one statement (the wrapper's transaction is open): order_place does not lock it
             # again. The Idempotency-Key wrapper rolls the whole transaction back on any error: no savepoint.
-            instrument = selectors.instrument_for_order(values.pop("instrument"), lock=True)
-            if instrument is None:
+            found = selectors.instrument_for_order(values.pop("instrument"), lock=True)
+            if found is None:
                 raise Http404
-            result = order_place(member=member, instrument=instrument, savepoint=False, locked=True, **values)
+            result = order_place(member=member, instrument=found.instrument, savepoint=False, locked=True,
+                                 delivery_countries=found.delivery_countries, **values)
             body = {"order": _ORDER_OUT.to_representation(result.order),
                     "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
                     "cancelled_order_ids": result.cancelled_order_ids}

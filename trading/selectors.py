@@ -7,8 +7,9 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
@@ -49,24 +50,44 @@ def depth(instrument: Instrument, levels: int = 10) -> dict[str, list[dict[str, 
     return {"bids": fmt(bids), "asks": fmt(asks)}
 
 
-def instrument_for_order(code: str, *, lock: bool = False) -> Instrument | None:
+# Where a buy on an instrument may be delivered from: the countries of its region's approved warehouses
+# (the buyer must be cleared for each). `{region}` is a placeholder or a column.
+_DELIVERY_COUNTRIES = ("SELECT DISTINCT w.country FROM receipts_warehouse w WHERE w.region = {region} "
+                       "AND w.approved ORDER BY w.country")
+
+
+def delivery_countries(region: str) -> list[str]:
+    """The countries of the region's approved warehouses: where a buy on it may be delivered from."""
+    with connection.cursor() as cursor:
+        cursor.execute(_DELIVERY_COUNTRIES.format(region="%s"), [region])
+        return [str(row[0]) for row in cursor.fetchall()]
+
+
+class OrderInstrument(NamedTuple):
+    instrument: Instrument
+    delivery_countries: list[str]
+
+
+def instrument_for_order(code: str, *, lock: bool = False) -> OrderInstrument | None:
     """The instrument an order names, with its grade's metal as order entry's policy checks read it (id and
-    symbol; the grade's and the metal's other fields load on first use), in one plain statement. The ORM's
-    select_related("grade__metal") compiled a three-table select anew for every order (~0.9 ms) and built
-    two models it did not need, parsing their JSON. With `lock`, the instrument's row is locked as order entry's
-    serialising read (see `order_place(locked=True)`): the read and the lock are one statement."""
+    symbol; the grade's and the metal's other fields load on first use) and the countries a buy on it may be
+    delivered from, in one plain statement. The ORM's select_related("grade__metal") compiled a three-table
+    select anew for every order (~0.9 ms) and built two models it did not need, parsing their JSON. With `lock`,
+    the instrument's row is locked as order entry's serialising read (see `order_place(locked=True)`): the read
+    and the lock are one statement."""
+    countries = _DELIVERY_COUNTRIES.format(region="i.region")
     found = select_rows(
-        f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta
+        f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol, ARRAY({countries}) FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta, a constant subquery
         "JOIN receipts_grade g ON g.id = i.grade_id JOIN receipts_metal m ON m.id = g.metal_id WHERE i.code = %s"
         f"{for_update('i') if lock else ''}", [code], Instrument)
     if not found:
         return None
-    instrument, metal_pk, metal_symbol = found[0]
+    instrument, metal_pk, metal_symbol, countries_found = found[0]
     db = instrument._state.db
     grade = Grade.from_db(db, ["id", "metal_id"], [instrument.grade_id, metal_pk])
     grade.metal = Metal.from_db(db, ["id", "symbol"], [metal_pk, metal_symbol])
     instrument.grade = grade
-    return cast(Instrument, instrument)
+    return OrderInstrument(cast(Instrument, instrument), [str(c) for c in countries_found])
 
 
 def recent_trades(instrument: Instrument, limit: int = 50) -> QuerySet[Trade]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, cast
@@ -28,7 +29,7 @@ from receipts.services import (
     receipts_encumber,
     receipts_release,
 )
-from trading import book_cache
+from trading import book_cache, selectors
 from trading.conversions import to_kg, to_price, to_ticks, to_units
 from trading.engine import Execution
 from trading.ledger import AVAILABLE, HELD, Entry, member_account, post, post_many, system_account
@@ -150,14 +151,6 @@ def check_order(*, instrument: Instrument, side: str, order_type: str, tif: str,
     return OrderTicket(side, order_type, tif, quantity, limit, to_ticks(limit, instrument))
 
 
-def region_countries(region: str) -> list[str]:
-    """The countries of the region's approved warehouses: where a buy on it may be delivered from."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT country FROM receipts_warehouse WHERE region = %s AND approved "
-                       "ORDER BY country", [region])
-        return [str(row[0]) for row in cursor.fetchall()]
-
-
 @functools.cache
 def _labelled(label: str) -> tuple[str, tuple[Any, ...]]:
     """The SQL and parameters of "the receipts holding ESG label `label`" (compliance's rule, one query of
@@ -195,7 +188,7 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
 
 def order_place(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
                 quantity_kg: Any, price: Any, client_order_id: str, savepoint: bool = True,
-                locked: bool = False) -> OrderResult:
+                locked: bool = False, delivery_countries: Sequence[str] | None = None) -> OrderResult:
     """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts.
 
     Inside a caller's transaction the order runs in a savepoint, so a refusal leaves the caller's transaction
@@ -203,7 +196,9 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
     Idempotency-Key wrapper): the savepoint would cost two statements per order for nothing.
 
     `locked`: the caller read `instrument` with its row lock in the current transaction
-    (`selectors.instrument_for_order(code, lock=True)`, the API's read): it is not read and locked again."""
+    (`selectors.instrument_for_order(code, lock=True)`, the API's read): it is not read and locked again.
+    `delivery_countries`: where a buy may be delivered from, if the caller read it with the instrument (that
+    read gives it); otherwise read here."""
     if not client_order_id or len(client_order_id) > 64:
         raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
                             field="client_order_id")
@@ -212,7 +207,9 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
     policy.require(policy.can_trade(member))
     if side == Side.BUY:
         # Delivery may come from any approved warehouse of the region: the buyer must be cleared for each.
-        for country in region_countries(instrument.region):
+        if delivery_countries is None:
+            delivery_countries = selectors.delivery_countries(instrument.region)
+        for country in delivery_countries:
             policy.require(policy.can_buy(member, instrument.grade.metal, country))
     try:
         with transaction.atomic(savepoint=savepoint):

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from receipts.models import ReceiptStatus
+from receipts.services import warehouse_set_approved
 from tests.conftest import client_for
 from tests.factories.members import UserFactory
 from tests.factories.receipts import ReceiptWorld
@@ -108,3 +109,19 @@ def test_withdrawal_across_the_border_without_licence_is_refused(book) -> None:
     assert response.json()["code"] == "export_licence_required"
     receipts[0].refresh_from_db()
     assert receipts[0].status == ReceiptStatus.ACTIVE and receipts[0].quantity_kg == Decimal("20.000")
+
+
+def test_a_buy_needs_clearance_for_every_country_its_region_may_deliver_from(book) -> None:
+    """The API reads the region's delivery countries with the instrument (one statement): a buyer in CN needs an
+    end-use declaration for gallium once an approved warehouse of region CN sits in HK, and not once it is
+    no longer approved. A refused buy writes nothing."""
+    _, _, _, buyer, _ = book
+    abroad = ReceiptWorld(country="HK", region="CN").warehouse
+    refused = order(buyer, quantity_kg="1", price="590.00")
+    assert refused.status_code == 403 and refused.json()["code"] == "end_use_declaration_required", refused.content
+    assert Order.objects.count() == 0
+    assert buyer.get("/api/v1/balances").json()[0]["held"] == "0.00"
+
+    warehouse_set_approved(warehouse=abroad, approved=False)
+    assert order(buyer, quantity_kg="1", price="590.00").status_code == 201
+    assert_value_invariants()
