@@ -7,6 +7,7 @@ fails with a domain error rolls back entirely, key row included, so the key can 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -74,7 +75,7 @@ def idempotent(request: Request, member: Member | None, work: Callable[[], tuple
         raise ValidationFailed(f"Idempotency-Key is at most {MAX_KEY_LENGTH} characters.",
                                code="idempotency_key_invalid")
     fingerprint = request_fingerprint(request)
-    with transaction.atomic(durable=True):
+    with contextlib.ExitStack() as pipelined, transaction.atomic(durable=True):
         locked, record_id = _claim(member.pk, key, fingerprint, request.method or "", request.path[:500])
         if not locked:
             raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
@@ -93,6 +94,11 @@ def idempotent(request: Request, member: Member | None, work: Callable[[], tuple
             return replay
         status, data = work()
         body = JSONRenderer().render(data)
+        if connection.vendor == "postgresql":
+            # The response row and the COMMIT reach PostgreSQL together (psycopg's pipeline mode, entered for
+            # the rest of the transaction): one round trip fewer on every create, the last one before an
+            # order's row locks are released. The pipeline is left after the commit (and its on_commit hooks).
+            pipelined.enter_context(connection.connection.pipeline())
         with connection.cursor() as cursor:
             cursor.execute("UPDATE members_idempotencyrecord SET response_status = %s, response_body = %s "
                            "WHERE id = %s", [status, body, record_id])
