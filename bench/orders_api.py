@@ -4,10 +4,22 @@ Real path end to end: token authentication, Idempotency-Key, cash holds / receip
 matching, DvP settlement with signed receipt events, double-entry ledger. About 30 % of orders cross.
 
     .venv/bin/python bench/orders_api.py [--seconds 20] [--connections 8] [--workers 2] [--floor-seconds 10]
+        [--spy [--spy-dir DIR]]
 
 Before the orders it measures the stack's floor on the same server: an authenticated GET of the member's
 balances (token auth, one small query, DRF rendering) driven by wrk the same way. No order path on this
 stack can beat that rate; the gap between the two is what the order path itself costs.
+
+`--spy` also records both gunicorn workers with py-spy during the measured run (`py-spy record --idle -r 200
+-f raw`, one per worker, started a second after the run begins and stopping a second before it ends) and prints,
+after the JSON summary, where the workers' wall time goes (`bench/spy_breakdown.py`): idle, gunicorn, Django/DRF,
+token authentication, throttles, the Idempotency-Key wrapper, waiting for the instrument's row lock, the order
+under that lock (Python CPU and SQL round trips), commit, after-commit hooks; the own-code functions under the lock;
+and the share of the wall time the instrument lock is held (near 100 %: order entry on one instrument is serialised
+by it). py-spy pauses a worker for each sample, so a `--spy` run's orders/s and latencies are not the bench's
+figures. `--spy-dir DIR` keeps the raw recordings (flamegraph.pl and `bench/spy_breakdown.py DIR/*.txt` read
+them). Needs py-spy (`pip install py-spy`, in the dev extra) and ptrace permission (root, or
+`kernel.yama.ptrace_scope=0`).
 
 Needs `wrk` (Debian package `wrk`). Uses its own database `ingot_bench_orders` (dropped at the end).
 """
@@ -156,6 +168,51 @@ def wait_up(url: str, timeout: float = 30) -> None:
     raise RuntimeError("gunicorn did not start")
 
 
+def py_spy() -> str:
+    """The py-spy next to this interpreter (the venv's), else on PATH; exits with how to install it."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not found:
+        sys.exit("--spy needs py-spy: pip install py-spy (it is in the dev extra: pip install -e '.[dev]')")
+    return found
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn master's child processes (its workers), from /proc."""
+    pids: list[int] = []
+    for children in Path(f"/proc/{master}/task").glob("*/children"):
+        pids.extend(int(pid) for pid in children.read_text().split())
+    return sorted(pids)
+
+
+def start_spies(spy: str, master: int, workers: int, seconds: int,
+                directory: Path) -> list[tuple[subprocess.Popen[str], Path]]:
+    """One `py-spy record` per worker, started a second into the measured run (wrk is connecting and the
+    workers are busy by then) and sampling until a second before its end."""
+    pids = worker_pids(master)
+    if len(pids) != workers:
+        raise RuntimeError(f"expected {workers} gunicorn workers under pid {master}, found {pids}")
+    time.sleep(1)
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for pid in pids:
+        path = directory / f"worker-{pid}.txt"
+        spies.append((subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(max(1, seconds - 2)), "--idle",
+                                        "-r", "200", "-f", "raw", "-o", str(path)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), path))
+    return spies
+
+
+def finish_spies(spies: list[tuple[subprocess.Popen[str], Path]]) -> list[Path]:
+    paths = []
+    for process, path in spies:
+        output, _ = process.communicate(timeout=60)
+        if process.returncode or not path.exists():
+            raise RuntimeError(f"py-spy failed (exit {process.returncode}; it needs ptrace permission):\n{output}")
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20)
@@ -164,9 +221,13 @@ def main() -> None:
     parser.add_argument("--traders", type=int, default=20)
     parser.add_argument("--floor-seconds", type=int, default=10, help="0 skips the floor measurement")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--spy", action="store_true",
+                        help="record the workers with py-spy during the measured run and print where their time goes")
+    parser.add_argument("--spy-dir", type=Path, help="with --spy: keep the raw py-spy recordings in this directory")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install -y wrk")
+    spy = py_spy() if args.spy else ""
 
     psql(f"DROP DATABASE IF EXISTS {DB}")
     psql(f"CREATE DATABASE {DB}")
@@ -182,6 +243,10 @@ def main() -> None:
                                        "run": f"{run}{os.getpid()}"})
     scripts["floor"].write_text(FLOOR_LUA % {"tokens": quoted_tokens})
     access_log = work / "access.log"
+    spy_dir = args.spy_dir or work
+    spies: list[tuple[subprocess.Popen[str], Path]] = []
+    spy_paths: list[Path] = []
+    main_run: subprocess.Popen[str] | None = None
 
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "platform/gunicorn.conf.py",
@@ -199,10 +264,21 @@ def main() -> None:
         subprocess.run(["wrk", "-t1", "-c2", "-d3s", "-s", str(scripts["warmup"]), f"http://127.0.0.1:{PORT}"],
                        check=True, capture_output=True)
         access_log.write_text("")  # count only the measured run's orders
-        out = subprocess.run(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-                              "-s", str(scripts["main"]), f"http://127.0.0.1:{PORT}"], check=True, capture_output=True,
-                             text=True).stdout
+        main_run = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+                                     "-s", str(scripts["main"]), f"http://127.0.0.1:{PORT}"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if spy:
+            spies = start_spies(spy, server.pid, args.workers, args.seconds, spy_dir)
+        out, err = main_run.communicate()
+        if main_run.returncode:
+            raise RuntimeError(f"wrk failed: {err}")
+        if spy:
+            spy_paths = finish_spies(spies)
     finally:
+        for process in [main_run, *(p for p, _ in spies)]:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
         server.terminate()
         server.wait(timeout=20)
 
@@ -224,11 +300,17 @@ def main() -> None:
         summary["floor_non_2xx_responses"] = floor["non_2xx_responses"]
     statuses = Counter(line.split()[2] for line in access_log.read_text().splitlines()
                        if line.startswith("POST /api/v1/orders"))
-    shutil.rmtree(work)
     summary["order_statuses"] = dict(sorted(statuses.items()))
     summary["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(out)
     print(json.dumps(summary, indent=2))
+    if spy:
+        from bench.spy_breakdown import breakdown
+
+        print(breakdown(spy_paths))
+        if args.spy_dir:
+            print("raw recordings: " + ", ".join(str(p) for p in spy_paths))
+    shutil.rmtree(work)
     connection.close()
     if not args.keep:
         psql(f"DROP DATABASE IF EXISTS {DB}")
