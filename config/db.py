@@ -12,6 +12,8 @@ PostgreSQL and SQLite (3.35+, RETURNING).
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -20,18 +22,22 @@ from django.db.models import Field, Model
 
 
 @functools.lru_cache(maxsize=256)  # shapes vary with the row count: bounded
-def _insert_sql(model: type[Model], count: int, unless_exists_on: tuple[str, ...]) -> tuple[list[Any], str]:
-    """The fields `insert_rows` writes and its statement for `count` rows (built once per process and shape)."""
+def _insert_sql(model: type[Model], count: int, unless_exists_on: tuple[str, ...],
+                keyed: bool = False) -> tuple[list[Any], str]:
+    """The fields `insert_rows` writes and its statement for `count` rows (built once per process and shape);
+    `keyed`: the rows carry their primary keys (`new_keys`)."""
     meta = model._meta
     quote = connection.ops.quote_name
-    fields = [cast("Field[Any, Any]", f) for f in meta.concrete_fields if f is not meta.auto_field]
+    fields = [cast("Field[Any, Any]", f) for f in meta.concrete_fields if keyed or f is not meta.auto_field]
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     conflict = ""
     if unless_exists_on:
         target = ", ".join(quote(cast(str, meta.get_field(name).column)) for name in unless_exists_on)  # type: ignore[union-attr]
         conflict = f" ON CONFLICT ({target}) DO NOTHING"
     sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(cast(str, f.column)) for f in fields)}) "  # noqa: S608  # nosec B608 - names from meta
-           f"VALUES {', '.join([row] * count)}{conflict} RETURNING {quote(cast(str, meta.pk.column))}")  # type: ignore[union-attr]
+           f"VALUES {', '.join([row] * count)}{conflict}")
+    if not keyed:
+        sql += f" RETURNING {quote(cast(str, meta.pk.column))}"  # type: ignore[union-attr]
     return fields, sql
 
 
@@ -55,10 +61,7 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     if (unless_exists_on or then) and len(instances) != 1:
         raise ValueError("unless_exists_on and then insert one row at a time")
     fields, sql = _insert_sql(type(instances[0]), len(instances), tuple(unless_exists_on))
-    for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
-        instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
-    params = [field.get_db_prep_save(field.pre_save(instance, True), connection)
-              for instance in instances for field in fields]
+    params = _prepared(instances, fields)
     postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         if postgresql and (along is not None or then):
@@ -88,6 +91,88 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
         instance._state.adding = False
         instance._state.db = connection.alias
     return True
+
+
+def _prepared(instances: Sequence[Model], fields: list[Any]) -> list[Any]:
+    """The parameters of `instances`' rows, each value prepared exactly as the ORM prepares it for an insert."""
+    for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
+        instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection)
+            for instance in instances for field in fields]
+
+
+# --- rows that refer to each other, in one statement ---------------------------------------------------------
+
+KEY_BLOCK = 100  # keys a process takes from a sequence per round trip
+_key_lock = threading.Lock()  # gunicorn's threaded workers share a process's blocks
+_key_blocks: dict[str, list[int]] = {}
+_key_pid = 0  # blocks taken before a fork belong to the parent only
+
+
+def new_keys(model: type[Model], count: int) -> list[int]:
+    """`count` primary keys for new rows of `model`, so that rows which refer to each other (a split's children
+    and their events, journal entries and their postings) go to the database in one statement (`write_rows`).
+
+    PostgreSQL: from the table's identity sequence, taken by each process in blocks (no round trip for most
+    calls). Keys are unique and never reused, but not gap-free and, across processes, not in insertion order:
+    only for tables whose order lies in their own columns (a chain's `seq`, a timestamp), never where a key's
+    order is read as time (trades: the candle fold's watermark). SQLite (writers one at a time): the table's
+    AUTOINCREMENT counter is moved in the caller's transaction."""
+    table = model._meta.db_table
+    if connection.vendor != "postgresql":
+        return _sqlite_keys(table, cast(str, model._meta.pk.column), count)  # type: ignore[union-attr]
+    global _key_pid
+    with _key_lock:
+        if _key_pid != os.getpid():
+            _key_blocks.clear()
+            _key_pid = os.getpid()
+        block = _key_blocks.setdefault(table, [])
+        if len(block) < count:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                               [table, model._meta.pk.column, max(KEY_BLOCK, count)])  # type: ignore[union-attr]
+                block.extend(row[0] for row in cursor.fetchall())
+        taken = block[:count]
+        del block[:count]
+    return taken
+
+
+def _sqlite_keys(table: str, pk: str, count: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE sqlite_sequence SET seq = seq + %s WHERE name = %s RETURNING seq", [count, table])
+        found = cursor.fetchone()
+        if found is None:  # the table's first row: SQLite makes its counter row on the first insert
+            quote = connection.ops.quote_name
+            cursor.execute(f"SELECT COALESCE(MAX({quote(pk)}), 0) + %s FROM {quote(table)}", [count])  # noqa: S608  # nosec B608 - a model's table
+            found = cursor.fetchone()
+            cursor.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, found[0]])
+    last = int(found[0])
+    return list(range(last - count + 1, last + 1))
+
+
+def write_rows(*groups: Sequence[Model], updates: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
+    """Insert each group of rows (all of one model, every row with its key already taken by `new_keys`) and run
+    `updates`, (sql, params) each: on PostgreSQL in one statement, each part a data-modifying WITH (they all see
+    the same snapshot: no part may read what another writes; foreign keys between the groups are checked at
+    the statement's end); elsewhere one after the other, updates first. The instances are left as the ORM
+    leaves saved ones."""
+    parts: list[tuple[str, list[Any]]] = [(sql, list(params)) for sql, params in updates]
+    for group in (g for g in groups if g):
+        if any(instance.pk is None for instance in group):
+            raise ValueError("write_rows takes rows with their keys (new_keys)")
+        fields, sql = _insert_sql(type(group[0]), len(group), (), keyed=True)
+        parts.append((sql, _prepared(group, fields)))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            ctes = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(parts))
+            cursor.execute(f"WITH {ctes} SELECT 1", [p for _, params in parts for p in params])  # noqa: S608  # nosec B608 - the caller's statements
+        else:
+            for sql, params in parts:
+                cursor.execute(sql, params)
+    for group in groups:
+        for instance in group:
+            instance._state.adding = False
+            instance._state.db = connection.alias
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

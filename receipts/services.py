@@ -21,7 +21,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from config.db import insert_rows
+from config.db import insert_rows, new_keys, write_rows
 from config.errors import Conflict, IllegalTransition, NotAllowed, NotFound, ValidationFailed
 from members.keys import b64url_decode
 from members.models import Member, Role, SigningKey
@@ -599,9 +599,9 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     receipt's row lock."""
     assert sum(q for q, _ in parts) == receipt.quantity_kg and len(parts) >= 2
     numbers = receipt_numbers(receipt.lot_id, signer.at.year, len(parts))
-    children = [Receipt(number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id, quantity_kg=q,
-                        holder=h, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
-                for n, (q, h) in zip(numbers, parts, strict=True)]
+    children = [Receipt(pk=key, number=n, lot_id=receipt.lot_id, parent=receipt, grade_id=receipt.grade_id,
+                        quantity_kg=q, holder=h, status=ReceiptStatus.ACTIVE, issued_at=signer.at)
+                for key, n, (q, h) in zip(new_keys(Receipt, len(parts)), numbers, parts, strict=True)]
     data: dict[str, Any] = {"children": [{"receipt": c.number, "quantity": format_kg(c.quantity_kg),
                                           "holder": member_ref(h)} for c, (_, h) in zip(children, parts, strict=True)]}
     if trade:
@@ -609,7 +609,8 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
     split_event = _append(receipt, chain.SPLIT, data, signer)
     receipt.encumbrance_ref = ""
     # Every event is sealed before the children's rows exist (each child's chain opens with split_from, then
-    # perhaps its encumbrance), so the children and then all the events go in one insert each.
+    # perhaps its encumbrance); with their keys taken ahead, the parent's row, the children and all the
+    # events go to the database in one statement.
     events = [split_event]
     for index, (child, (_, holder)) in enumerate(zip(children, parts, strict=True)):
         events.append(_append(child, chain.SPLIT_FROM, {"parent": receipt.number,
@@ -618,8 +619,9 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
                                                        "holder": member_ref(holder)}, signer))
         if encumber and index in encumber:
             events.append(_encumber(child, encumber[index], signer, save=False))
-    insert_rows(children, along=_receipt_write(receipt))  # the parent's row goes with its children's
-    insert_rows(events)  # the children's keys reach their events here, as in bulk_create
+    for event, key in zip(events, new_keys(ReceiptEvent, len(events)), strict=True):
+        event.pk = key
+    write_rows(children, events, updates=[_receipt_write(receipt)])
     proof_changed_on_commit(c.pk for c in children)
     return children
 

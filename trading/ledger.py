@@ -10,10 +10,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
-from config.db import insert_rows
+from config.db import new_keys, write_rows
 from config.errors import Conflict, ValidationFailed
 from members.models import Member, User
 from trading.lock_objects import accounts_locked
@@ -68,7 +69,8 @@ def post(*, kind: str, reference: str, legs: Iterable[Leg], memo: str = "", by: 
     return post_many([Entry(kind, reference, list(legs), memo, by)])[0]
 
 
-def post_many(entries: Sequence[Entry], *, locked: bool = False) -> list[JournalEntry]:
+def post_many(entries: Sequence[Entry], *, locked: bool = False,
+              along: Sequence[tuple[str, Sequence[Any]]] = ()) -> list[JournalEntry]:
     """Write these balanced journal entries, in order, and apply them to the balances: every account of every
     entry is locked once (pk order) and read fresh under the lock, each entry is checked against the balances
     the entries before it left (so a batch refuses exactly what posting one by one would), then the entries
@@ -78,7 +80,9 @@ def post_many(entries: Sequence[Entry], *, locked: bool = False) -> list[Journal
     caller's transaction.
 
     `locked`: the caller read every account of the entries with its row lock in this transaction, balances
-    included (order settlement reads them all in one statement): they are not read and locked again."""
+    included (order settlement reads them all in one statement): they are not read and locked again.
+    `along`: the caller's own writes, (sql, params) each, sent with the ledger's (config.db.write_rows: they
+    must not read what it writes); run only if there is something to post."""
     if not entries:
         return []
     batch = []
@@ -110,28 +114,34 @@ def post_many(entries: Sequence[Entry], *, locked: bool = False) -> list[Journal
             for (pk, bucket), amount in delta.items():
                 setattr(current[pk], bucket, getattr(current[pk], bucket) + amount)
                 touched.add(pk)
-        # Plain inserts (config.db.insert_rows): bulk_create compiled both anew on every order.
-        rows = [JournalEntry(kind=entry.kind, reference=entry.reference[:64], memo=entry.memo, created_by=entry.by)
-                for entry, _ in batch]
-        insert_rows(rows)
+        # The entries, their postings (keys taken ahead: config.db.new_keys) and every touched account go to the
+        # database in one statement (config.db.write_rows), with the caller's `along` writes.
+        rows = [JournalEntry(pk=key, kind=entry.kind, reference=entry.reference[:64], memo=entry.memo,
+                             created_by=entry.by)
+                for key, (entry, _) in zip(new_keys(JournalEntry, len(batch)), batch, strict=True)]
         postings = [Posting(entry=row, account=acc, bucket=bucket, amount=amount, currency=acc.currency)
                     for row, (_, legs) in zip(rows, batch, strict=True) for acc, bucket, amount in legs]
+        for posting, key in zip(postings, new_keys(Posting, len(postings)), strict=True):
+            posting.pk = key
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
         # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift.
         balances = [(pk, current[pk].available, current[pk].held) for pk in sorted(touched)]
-        if postings and connection.vendor == "postgresql":
-            # Every touched account in one UPDATE, sent with the postings' insert: one statement for both.
-            rows_sql = ", ".join(["(%s::bigint, %s::numeric, %s::numeric)"] * len(balances))
-            insert_rows(postings, along=(
-                "UPDATE trading_account AS a SET available = v.available, held = v.held "  # noqa: S608  # nosec B608 - placeholders
-                f"FROM (VALUES {rows_sql}) AS v(id, available, held) WHERE a.id = v.id",
-                [value for balance in balances for value in balance]))
-        elif postings:
-            insert_rows(postings)
-            with connection.cursor() as cursor:  # one executemany: one round trip
-                cursor.executemany("UPDATE trading_account SET available = %s, held = %s WHERE id = %s",
-                                   [(available, held, pk) for pk, available, held in balances])
+        write_rows(rows, postings, updates=[*_balances_write(balances), *along])
     return rows
+
+
+def _balances_write(balances: list[tuple[int, Decimal, Decimal]]) -> list[tuple[str, list[Any]]]:
+    """The UPDATE of these accounts' balances, (pk, available, held) each: one statement on PostgreSQL, one per
+    account elsewhere."""
+    if not balances:
+        return []
+    if connection.vendor == "postgresql":
+        rows_sql = ", ".join(["(%s::bigint, %s::numeric, %s::numeric)"] * len(balances))
+        return [("UPDATE trading_account AS a SET available = v.available, held = v.held "  # noqa: S608  # nosec B608 - placeholders
+                 f"FROM (VALUES {rows_sql}) AS v(id, available, held) WHERE a.id = v.id",
+                 [value for balance in balances for value in balance])]
+    return [("UPDATE trading_account SET available = %s, held = %s WHERE id = %s", [available, held, pk])
+            for pk, available, held in balances]
 
 
 def _positive(amount: Decimal) -> Decimal:

@@ -413,15 +413,35 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
         elif order.status != OrderStatus.FILLED:
             # A filled sell has delivered every receipt it encumbered (they cover exactly what is unfilled).
             receipts_release(order_ref=f"O{order.pk}", holder=order.member)
-    post_many(entries, locked=True)  # the accounts came from _cash_accounts, locked
-    if touched:  # one executemany: psycopg sends the updates in one pipeline, one round trip
-        adapt_time = connection.ops.adapt_datetimefield_value
+    # The orders' new states go with the ledger's one statement (the accounts came from _cash_accounts, locked);
+    # an order that moved no cash (a sell's unfilled IOC remainder) writes them alone.
+    orders_write = _orders_write([orders[pk] for pk in sorted(touched)])
+    if entries:
+        post_many(entries, locked=True, along=orders_write)
+    elif orders_write:
         with connection.cursor() as cursor:
-            cursor.executemany(
-                "UPDATE trading_order SET filled_kg = %s, status = %s, held_amount = %s, closed_at = %s, "
-                "cancel_reason = %s WHERE id = %s",
-                [(o.filled_kg, o.status, o.held_amount, adapt_time(o.closed_at), o.cancel_reason, o.pk)
-                 for o in (orders[pk] for pk in sorted(touched))])
+            for sql, params in orders_write:
+                cursor.execute(sql, params)
+
+
+_ORDER_WRITE_COLUMNS = ("filled_kg = v.filled_kg, status = v.status, held_amount = v.held_amount, "
+                        "closed_at = v.closed_at, cancel_reason = v.cancel_reason")
+
+
+def _orders_write(orders: list[Order]) -> list[tuple[str, list[Any]]]:
+    """The UPDATE of what settling changes on these orders: one statement on PostgreSQL, one per order
+    elsewhere."""
+    if not orders:
+        return []
+    adapt_time = connection.ops.adapt_datetimefield_value
+    values = [(o.pk, o.filled_kg, o.status, o.held_amount, adapt_time(o.closed_at), o.cancel_reason) for o in orders]
+    if connection.vendor == "postgresql":
+        rows = ", ".join(["(%s::bigint, %s::numeric, %s, %s::numeric, %s::timestamptz, %s)"] * len(values))
+        return [(f"UPDATE trading_order AS o SET {_ORDER_WRITE_COLUMNS} FROM (VALUES {rows}) "  # noqa: S608  # nosec B608 - placeholders
+                 "AS v(id, filled_kg, status, held_amount, closed_at, cancel_reason) WHERE o.id = v.id",
+                 [value for row in values for value in row])]
+    return [("UPDATE trading_order SET filled_kg = %s, status = %s, held_amount = %s, closed_at = %s, "
+             "cancel_reason = %s WHERE id = %s", [*row[1:], row[0]]) for row in values]
 
 
 def _release(order: Order, account: Any) -> None:

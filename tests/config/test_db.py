@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from config.db import columns, insert_rows, select_rows
+from config import db as config_db
+from config.db import columns, insert_rows, new_keys, select_rows, write_rows
 from receipts.models import Lot, Metal, ReceiptNumberCounter
 from tests.factories.receipts import ReceiptWorld
 
@@ -101,3 +104,43 @@ def test_then_takes_one_row_at_a_time(lot: Lot) -> None:
     rows = [ReceiptNumberCounter(metal=metal, year=y) for y in (1993, 1994)]
     with pytest.raises(ValueError, match="one row at a time"):
         insert_rows(rows, then=[("SELECT 1", [])])
+
+
+def test_write_rows_writes_rows_that_refer_to_each_other_and_updates_in_one_statement(lot: Lot) -> None:
+    """A journal entry and its postings (the posting refers to the entry's key, taken ahead) and an update."""
+    from trading.ledger import member_account
+    from trading.models import JournalEntry, Posting
+
+    account = member_account(lot.depositor, "USD")
+    entry = JournalEntry(pk=new_keys(JournalEntry, 1)[0], kind="adjustment", reference="test")
+    postings = [Posting(pk=key, entry=entry, account=account, bucket="available", amount=amount, currency="USD")
+                for key, amount in zip(new_keys(Posting, 2), (Decimal("1.00"), Decimal("-1.00")), strict=True)]
+    with CaptureQueriesContext(connection) as queries:
+        write_rows([entry], postings, updates=[("UPDATE receipts_lot SET location = %s WHERE id = %s", ["Z9", lot.pk])])
+    assert len(queries) == 1
+    assert sorted(Posting.objects.filter(entry_id=entry.pk).values_list("pk", flat=True)) == sorted(
+        p.pk for p in postings)
+    assert Lot.objects.get(pk=lot.pk).location == "Z9"
+    assert not entry._state.adding and all(not p._state.adding for p in postings)
+
+
+def test_write_rows_takes_only_rows_with_their_keys(lot: Lot) -> None:
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    with pytest.raises(ValueError, match="keys"):
+        write_rows([ReceiptNumberCounter(metal=metal, year=1990)])
+
+
+def test_new_keys_come_in_blocks_no_other_process_or_forked_child_gets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block taken before a fork (gunicorn, Celery) is dropped in the child: two processes would hand out the
+    same keys. Keys from one block never meet keys another connection takes from the sequence."""
+    from trading.models import JournalEntry
+
+    first = new_keys(JournalEntry, 3)
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('trading_journalentry', 'id'))")
+        elsewhere = cursor.fetchone()[0]
+    rest = new_keys(JournalEntry, 5)  # from the same block: no round trip, none of them `elsewhere`
+    assert elsewhere not in first + rest and len(set(first + rest)) == 8
+    monkeypatch.setattr(config_db.os, "getpid", lambda: -4321)
+    child = new_keys(JournalEntry, 2)
+    assert min(child) > max(first + rest + [elsewhere])

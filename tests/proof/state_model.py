@@ -155,10 +155,12 @@ _SNAPSHOT = {
     "drawn_for_active": "SELECT 1 FROM compliance_licencedrawdown d JOIN receipts_receipt r ON r.id = d.receipt_id"
                         " WHERE r.status = 'active' LIMIT 1",
 }
-# The signed events appended since the auditor last looked (event ids only grow on one connection; a
-# rolled-back event's id is never reused).
-_EVENTS = ("SELECT id, receipt_id, seq, kind, event, hash, signature FROM receipts_receiptevent"
-           " WHERE id > $1 ORDER BY receipt_id, seq")
+# The signed events recorded since the auditor last looked: at or after the last event it replayed ($1, in
+# microseconds since the epoch; the steps run one after another, each later than the last). Not by id: event
+# keys are taken ahead in blocks per process (config.db.new_keys), so a later event may have a smaller id.
+_EVENTS = ("SELECT id, receipt_id, seq, kind, event, hash, signature,"
+           " (extract(epoch FROM recorded_at) * 1000000)::bigint FROM receipts_receiptevent"
+           " WHERE recorded_at >= 'epoch'::timestamptz + $1 * interval '1 microsecond' ORDER BY receipt_id, seq")
 
 
 @dataclass
@@ -174,8 +176,8 @@ class Snapshot:
     book: list[tuple[Any, ...]]  # instrument, book_seq, commands, top seq
     licences: list[tuple[Any, ...]]  # pk, drawn, cap, ledger
     drawn_for_active: bool
-    events: list[tuple[Any, ...]]  # id, receipt, seq, kind, event (JSON text), hash, signature (JSON text)
-    events_since: int  # the event id `events` start after
+    events: list[tuple[Any, ...]]  # id, receipt, seq, kind, event (JSON), hash, signature (JSON), recorded (µs)
+    events_since: int  # the time (µs since the epoch) `events` were recorded at or after
     value_results: dict[str, list[tuple[Any, ...]]]  # tests/invariants.py's statements' rows
 
     @classmethod
@@ -199,7 +201,7 @@ class ChainAuditor:
         self.states: dict[int, chain.ReceiptState] = {}
         self.keys: dict[str, Ed25519PublicKey] = {}
         self.events_checked = 0
-        self.last_event_id = 0
+        self.last_event_at = 0  # µs since the epoch
 
     def _key(self, kid: str) -> Ed25519PublicKey:
         if kid not in self.keys:
@@ -210,22 +212,35 @@ class ChainAuditor:
 
     def snapshot(self) -> Snapshot:
         """A snapshot carrying the events this auditor has not replayed yet."""
-        return Snapshot.take(events_since=self.last_event_id)
+        return Snapshot.take(events_since=self.last_event_at)
 
     def check(self, snapshot: Snapshot | None = None) -> None:
         snapshot = snapshot or self.snapshot()
-        assert snapshot.events_since <= self.last_event_id, "snapshot misses events this auditor never saw"
+        assert snapshot.events_since <= self.last_event_at, "snapshot misses events this auditor never saw"
         rows = {r[0]: r for r in snapshot.receipts}
         events: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
         for event in snapshot.events:
-            if event[0] > self.last_event_id:
+            known = self.states.get(event[1])
+            if known is None or event[2] > known.seq:  # events recorded at the last one's time come again
                 events[event[1]].append(event)
-        for pk in sorted(events):  # parents before their parts: a part's pk is always larger
+        # Parents before their parts (a part's chain opens from its parent's state); keys say nothing of it.
+        ordered: list[int] = []
+
+        def visit(pk: int) -> None:
+            if pk in events and pk not in ordered:
+                parent_id = rows[pk][2] if pk in rows else None
+                if parent_id:
+                    visit(parent_id)
+                ordered.append(pk)
+
+        for pk in sorted(events):
+            visit(pk)
+        for pk in ordered:
             assert pk in rows, f"events of receipt {pk}, which has no row"
             number, parent_id = rows[pk][1], rows[pk][2]
             state = self.states.get(pk)
             parent = self.states.get(parent_id) if parent_id else None
-            for event_id, _, seq, kind, document, stored_hash, signature in events[pk]:
+            for _, _, seq, kind, document, stored_hash, signature, recorded in events[pk]:
                 document, signature = _json(document), _json(signature)
                 raw = canonical_bytes(document)
                 assert verify_bytes(raw, signature, self._key(signature["kid"])), \
@@ -233,7 +248,7 @@ class ChainAuditor:
                 state = chain.apply_event(state, document, hash=hashlib.sha256(raw).hexdigest(), parent=parent)
                 assert state.head == stored_hash, f"{number} seq {seq}: stored hash differs"
                 assert kind == document["kind"] and seq == document["seq"]
-                self.last_event_id = max(self.last_event_id, event_id)
+                self.last_event_at = max(self.last_event_at, recorded)
                 self.events_checked += 1
             assert state is not None
             self.states[pk] = state
