@@ -103,38 +103,51 @@ def _prepared(instances: Sequence[Model], fields: list[Any]) -> list[Any]:
 
 # --- rows that refer to each other, in one statement ---------------------------------------------------------
 
-KEY_BLOCK = 100  # keys a process takes from a sequence per round trip
-_key_lock = threading.Lock()  # gunicorn's threaded workers share a process's blocks
-_key_blocks: dict[str, list[int]] = {}
-_key_pid = 0  # blocks taken before a fork belong to the parent only
+KEY_BLOCK = 100  # values a process takes from a sequence per round trip
+_block_lock = threading.Lock()  # gunicorn's threaded workers share a process's blocks
+_blocks: dict[str, list[int]] = {}
+_blocks_pid = 0  # blocks taken before a fork belong to the parent only
+
+
+def from_sequence(sequence: str, count: int) -> list[int]:
+    """`count` values of PostgreSQL sequence `sequence`, taken by this process in blocks of KEY_BLOCK: one round
+    trip per block. Unique and never reused, but not gap-free (a block's rest is lost when the process stops)
+    and, across processes, not in the order they are used."""
+    global _blocks_pid
+    with _block_lock:
+        if _blocks_pid != os.getpid():
+            _blocks.clear()
+            _blocks_pid = os.getpid()
+        block = _blocks.setdefault(sequence, [])
+        if len(block) < count:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT nextval(%s) FROM generate_series(1, %s)", [sequence, max(KEY_BLOCK, count)])
+                block.extend(row[0] for row in cursor.fetchall())
+        taken = block[:count]
+        del block[:count]
+    return taken
+
+
+@functools.cache
+def _key_sequence(table: str, column: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, column])
+        return str(cursor.fetchone()[0])
 
 
 def new_keys(model: type[Model], count: int) -> list[int]:
     """`count` primary keys for new rows of `model`, so that rows which refer to each other (a split's children
     and their events, journal entries and their postings) go to the database in one statement (`write_rows`).
 
-    PostgreSQL: from the table's identity sequence, taken by each process in blocks (no round trip for most
-    calls). Keys are unique and never reused, but not gap-free and, across processes, not in insertion order:
-    only for tables whose order lies in their own columns (a chain's `seq`, a timestamp), never where a key's
-    order is read as time (trades: the candle fold's watermark). SQLite (writers one at a time): the table's
-    AUTOINCREMENT counter is moved in the caller's transaction."""
-    table = model._meta.db_table
+    PostgreSQL: from the table's identity sequence, by `from_sequence` (no round trip for most calls); keys
+    are unique, not gap-free and, across processes, not in insertion order: only for tables whose order lies
+    in their own columns (a chain's `seq`, a timestamp), never where a key's order is read as time (trades: the
+    candle fold's watermark). SQLite (writers one at a time): the table's AUTOINCREMENT counter is moved in the
+    caller's transaction."""
+    table, column = model._meta.db_table, cast(str, model._meta.pk.column)  # type: ignore[union-attr]
     if connection.vendor != "postgresql":
-        return _sqlite_keys(table, cast(str, model._meta.pk.column), count)  # type: ignore[union-attr]
-    global _key_pid
-    with _key_lock:
-        if _key_pid != os.getpid():
-            _key_blocks.clear()
-            _key_pid = os.getpid()
-        block = _key_blocks.setdefault(table, [])
-        if len(block) < count:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-                               [table, model._meta.pk.column, max(KEY_BLOCK, count)])  # type: ignore[union-attr]
-                block.extend(row[0] for row in cursor.fetchall())
-        taken = block[:count]
-        del block[:count]
-    return taken
+        return _sqlite_keys(table, column, count)
+    return from_sequence(_key_sequence(table, column), count)
 
 
 def _sqlite_keys(table: str, pk: str, count: int) -> list[int]:

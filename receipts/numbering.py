@@ -12,20 +12,14 @@ counter row is moved in the caller's transaction, as its writers run one at a ti
 from __future__ import annotations
 
 import functools
-import os
-import threading
 
 from django.db import IntegrityError, connection, transaction
 
+from config.db import from_sequence
 from receipts.lock_objects import receipt_counter_advance
 from receipts.models import Lot, ReceiptNumberCounter
 
 SEQUENCE = "receipts_receipt_serial"
-BLOCK = 100  # serials a process takes per round trip
-
-_lock = threading.Lock()  # gunicorn's threaded workers share a process's block
-_block: list[int] = []
-_block_pid = 0  # a block taken before a fork belongs to the parent only
 
 
 def receipt_numbers(lot_id: int, year: int, count: int) -> list[str]:
@@ -33,23 +27,7 @@ def receipt_numbers(lot_id: int, year: int, count: int) -> list[str]:
     if connection.vendor != "postgresql":
         return _counted(lot_id, year, count)
     symbol = _symbol(lot_id)
-    return [f"WR-{symbol}-{year}-{serial:06d}" for serial in _serials(count)]
-
-
-def _serials(count: int) -> list[int]:
-    global _block_pid
-    with _lock:
-        if _block_pid != os.getpid():
-            _block.clear()
-            _block_pid = os.getpid()
-        if len(_block) < count:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT nextval('{SEQUENCE}') FROM generate_series(1, %s)",  # noqa: S608  # nosec B608 - a constant name
-                               [max(BLOCK, count)])
-                _block.extend(row[0] for row in cursor.fetchall())
-        taken = _block[:count]
-        del _block[:count]
-    return taken
+    return [f"WR-{symbol}-{year}-{serial:06d}" for serial in from_sequence(SEQUENCE, count)]
 
 
 @functools.lru_cache(maxsize=4096)

@@ -9,6 +9,7 @@ import threading
 import pytest
 from django.db import connection, connections, transaction
 
+from config.db import from_sequence
 from receipts import numbering
 from receipts.converters import ReceiptNumberConverter
 from receipts.models import Receipt
@@ -27,25 +28,15 @@ def test_numbers_name_the_metal_and_year_and_match_the_url_converter() -> None:
     assert len(set(numbers)) == 3
 
 
-def test_a_block_taken_before_a_fork_is_not_used_by_the_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gunicorn and Celery fork their workers: two processes handing out one block would issue a number twice."""
-    parent = numbering._serials(3)
-    left_in_block = list(numbering._block)
-    assert left_in_block  # the parent's block still holds serials
-    monkeypatch.setattr(numbering.os, "getpid", lambda: -12345)
-    child = numbering._serials(2)
-    assert not set(child) & set(parent + left_in_block)
-    assert min(child) > max(parent + left_in_block)
-
-
-def test_serials_are_unique_across_concurrent_processes_sharing_the_sequence() -> None:
-    """Two connections taking blocks from the sequence at once never get the same serial."""
+def test_serials_are_unique_across_processes_sharing_the_sequence() -> None:
+    """Another process taking serials from the sequence while this one draws on its block never gets one of
+    this process's (config.db.from_sequence; its fork safety is tested in tests/config/test_db.py)."""
+    mine = from_sequence(numbering.SEQUENCE, 3)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT nextval('{numbering.SEQUENCE}') FROM generate_series(1, 50)")  # noqa: S608  # nosec B608 - a constant name
         other = {row[0] for row in cursor.fetchall()}
-    numbering._block.clear()
-    mine = numbering._serials(120)
-    assert len(set(mine)) == 120 and not set(mine) & other
+    mine += from_sequence(numbering.SEQUENCE, 120)
+    assert len(set(mine)) == 123 and not set(mine) & other
 
 
 @pytest.mark.django_db(transaction=True)
