@@ -16,7 +16,7 @@ def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
 
 
 def order_receipts_locked(*, holder_id: int, order_ref: str) -> list[Receipt]:
-    """The receipts a sell order holds encumbered, locked in pk order (delivery takes them oldest first), in one
+    """The receipts a sell order holds encumbered, locked in pk order (delivery sorts them oldest first), in one
     plain statement: the queryset compiled anew on every fill cost more than the statement's round trip."""
     sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta
            f"WHERE r.holder_id = %s AND r.encumbrance_ref = %s AND r.status = %s ORDER BY r.id{for_update()}")

@@ -699,6 +699,9 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
     """Delivery leg of DvP: move `quantity_kg` of the sell order's encumbered receipts to the buyer, oldest
     first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks."""
     receipts = order_receipts_locked(holder_id=seller.pk, order_ref=order_ref)
+    # Locked in key order; delivered oldest first. Keys are no measure of age: a split's parts take theirs from
+    # a block taken ahead (config.db.new_keys).
+    receipts.sort(key=lambda r: (r.issued_at, r.pk))
     if sum((r.quantity_kg for r in receipts), Decimal(0)) < quantity_kg:
         raise InsufficientReceipts(f"Order {order_ref} holds less than {quantity_kg} kg.")
     signer = _Signer.now()
