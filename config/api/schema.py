@@ -37,7 +37,8 @@ class IngotAutoSchema(AutoSchema):
         bodies = super()._get_response_bodies(direction)
         error_statuses = ["400", "401", "403", "404", "429"]
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
-            error_statuses += ["409", "422"]
+            # 415: a body in a content type the view does not parse (or that its parser cannot make sense of)
+            error_statuses += ["409", "415", "422"]
         if self.view.__class__.__name__ == "HealthView":
             error_statuses = ["503"]
         for status in error_statuses:
