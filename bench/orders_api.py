@@ -4,12 +4,15 @@ Real path end to end: token authentication, Idempotency-Key, cash holds / receip
 matching, DvP settlement with signed receipt events, double-entry ledger. About 30 % of orders cross.
 
     .venv/bin/python bench/orders_api.py [--seconds 20] [--connections 8] [--workers 2] [--floor-seconds 10]
-        [--runs N] [--spy [--spy-dir DIR]]
+        [--runs N] [--instruments 2] [--spy [--spy-dir DIR]]
 
 `--runs N` measures N runs one after another against the same server (the machine's noise is ±10-20 % from one
 run to the next): the summary gives the median run's figures and lists every run. Each run also gives the CPU
 milliseconds per order of the web workers, all PostgreSQL processes, Redis, wrk and the whole machine
 (`cpu_ms_per_order`, from /proc): 2 cores busy at 1,000 orders/s leave 2 ms of CPU per order in all.
+
+`--instruments 2` spreads the traders over two books of one metal (GA-6N-CN and GA-6N-EU): each book is
+serialised by its instrument's row lock, two are not serialised by each other.
 
 Before the orders it measures the stack's floor on the same server: an authenticated GET of the member's
 balances (token auth, one small query, DRF rendering) driven by wrk the same way. No order path on this
@@ -55,6 +58,7 @@ PORT = 8765
 LUA = r"""
 local tokens = {%(tokens)s}
 local sides = {%(sides)s}
+local instruments = {%(instruments)s}
 local counter = 0
 -- A global, not a local: setup() reaches a thread's state through thread:set, which sets globals only
 -- (with a local here both threads kept id 0 and sent the same client order ids: half the requests were
@@ -79,8 +83,8 @@ function request()
     if side == "buy" then price = 575 - offset else price = 585 + offset end
   end
   local coid = string.format("%(run)s-b%%d-%%d", thread_id, counter)
-  local body = string.format('{"instrument":"GA-6N-CN","side":"%%s","order_type":"limit","tif":"GTC","quantity_kg":"%%d","price":"%%.2f","client_order_id":"%%s"}',
-    side, math.random(1, 3), price, coid)
+  local body = string.format('{"instrument":"%%s","side":"%%s","order_type":"limit","tif":"GTC","quantity_kg":"%%d","price":"%%.2f","client_order_id":"%%s"}',
+    instruments[i], side, math.random(1, 3), price, coid)
   local headers = {}
   headers["Content-Type"] = "application/json"
   headers["Authorization"] = "Token " .. tokens[i]
@@ -165,13 +169,18 @@ def env() -> dict[str, str]:
             "DB_CONN_MAX_AGE": "600"}
 
 
-def setup_market(traders: int) -> tuple[list[str], list[str]]:
+# The order book(s) of the bench: GA-6N-CN, then with --instruments 2 GA-6N-EU (gallium in a German warehouse,
+# traded by German members: no export clearance needed), two books of one metal.
+MARKETS = [("GA-6N-CN", "CN", "CN"), ("GA-6N-EU", "EU", "DE")]
+
+
+def setup_market(traders: int, instruments: int = 1) -> tuple[list[str], list[str], list[str]]:
+    """Instruments, traders (half buyers with cash, half sellers with receipts, spread over the instruments) and
+    their API tokens: (tokens, sides, instrument codes), one of each per trader."""
     os.environ.update(env())
     import django
 
     django.setup()
-    from decimal import Decimal
-
     from rest_framework.authtoken.models import Token
 
     from members.models import User
@@ -179,22 +188,27 @@ def setup_market(traders: int) -> tuple[list[str], list[str]]:
     from tests.factories.receipts import ReceiptWorld
     from tests.factories.trading import funded_member, instrument
 
-    instrument()
-    world = ReceiptWorld()
-    tokens, sides = [], []
+    markets = MARKETS[:instruments]
+    worlds = []
+    for code, region, country in markets:
+        instrument(code, region=region)
+        worlds.append(ReceiptWorld(country=country, region=region))
+    tokens, sides, codes = [], [], []
     for n in range(traders):
+        market = (n // 2) % len(markets)  # buyer and seller pairs, market by market
+        code, _, country = markets[market]
         if n % 2 == 0:
-            member = funded_member("100000000.00")
+            member = funded_member("100000000.00", country=country)
             sides.append("buy")
         else:
-            member = MemberFactory(roles=["trader", "producer"])
+            member = MemberFactory(roles=["trader", "producer"], country=country)
             for _ in range(2):
-                world.receipt(member, quantity="50000.000")
+                worlds[market].receipt(member, quantity="50000.000")
             sides.append("sell")
+        codes.append(code)
         user = User.objects.create_user(username=f"bench{n}", password="bench-password-1", member=member)
         tokens.append(Token.objects.create(user=user).key)
-    del Decimal
-    return tokens, sides
+    return tokens, sides, codes
 
 
 def wait_up(url: str, timeout: float = 30) -> None:
@@ -261,6 +275,8 @@ def main() -> None:
     parser.add_argument("--traders", type=int, default=20)
     parser.add_argument("--floor-seconds", type=int, default=10, help="0 skips the floor measurement")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--instruments", type=int, choices=[1, 2], default=1,
+                        help="order books the traders are spread over (2: GA-6N-CN and GA-6N-EU, both gallium)")
     parser.add_argument("--runs", type=int, default=1,
                         help="measured runs against the same server, one after another; the median run is reported")
     parser.add_argument("--spy", action="store_true",
@@ -274,7 +290,7 @@ def main() -> None:
     psql(f"DROP DATABASE IF EXISTS {DB}")
     psql(f"CREATE DATABASE {DB}")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env(), check=True)
-    tokens, sides = setup_market(args.traders)
+    tokens, sides, codes = setup_market(args.traders, args.instruments)
     # One script per wrk run, each with its own client order id prefix: a key reused from the warm-up with
     # another body would be answered 422 (idempotency_key_reused), cheaply, and flatter the figure.
     work = Path(tempfile.mkdtemp(prefix="orders-bench-"))
@@ -282,6 +298,7 @@ def main() -> None:
     scripts = {run: work / f"{run}.lua" for run in ("warmup", "main", "floor")}
     for run in ("warmup", "main"):
         scripts[run].write_text(LUA % {"tokens": quoted_tokens, "sides": ",".join(f'"{s}"' for s in sides),
+                                       "instruments": ",".join(f'"{c}"' for c in codes),
                                        "run": f"{run}{os.getpid()}"})
     scripts["floor"].write_text(FLOOR_LUA % {"tokens": quoted_tokens})
     access_log = work / "access.log"
@@ -346,7 +363,8 @@ def main() -> None:
     summary = {
         "orders_per_s": orders["per_s"], "p50": orders["p50"], "p90": orders["p90"], "p99": orders["p99"],
         "non_2xx_responses": sum(r["non_2xx_responses"] for r in runs), "orders_total": Order.objects.count(),
-        "trades_total": Trade.objects.count(), "workers": args.workers, "connections": args.connections,
+        "trades_total": Trade.objects.count(), "instruments": args.instruments, "workers": args.workers,
+        "connections": args.connections,
         "seconds": args.seconds, "cpu_ms_per_order": orders["cpu_ms_per_order"],
     }
     if len(runs) > 1:

@@ -108,7 +108,7 @@ def main() -> None:
     orders_api.psql(f"CREATE DATABASE {orders_api.DB}")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     os.environ.update(env)
-    tokens, sides = orders_api.setup_market(args.traders)
+    tokens, sides, _ = orders_api.setup_market(args.traders)
 
     from django.db import connection
     from django.test import Client

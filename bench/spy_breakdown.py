@@ -195,11 +195,15 @@ class Classifier:
 
         leaf = frames[-1]
         wait = waiting(leaf)
-        if not has("handle_request", "gunicorn/workers/sync.py"):
-            if leaf.is_("wait", "gunicorn/workers/sync.py") or leaf.is_("accept", "socket.py") \
-                    or leaf.is_("accept", "gunicorn/workers/sync.py") or leaf.is_("select", "selectors.py"):
+        # The sync worker serves requests in its one thread; the gthread worker (the deployed one) in a pool
+        # thread, its main thread polling the connections (idle, like a pool thread waiting for work).
+        workers = ("gunicorn/workers/sync.py", "gunicorn/workers/gthread.py")
+        if not any(has("handle_request", w) for w in workers):
+            if leaf.is_("wait", workers[0]) or leaf.is_("accept", "socket.py") \
+                    or leaf.is_("accept", workers[0]) or leaf.is_("select", "selectors.py") \
+                    or leaf.in_file("concurrent/futures/thread.py", "threading.py", "queue.py"):
                 return IDLE
-            return GUNICORN if any(f.in_file("gunicorn/workers/sync.py") for f in frames) else OTHER
+            return GUNICORN if any(f.in_file(*workers) for f in frames) else OTHER
         if has("run_and_clear_commit_hooks", "django/db/backends/base/base.py"):
             return HOOKS
         idem = [i for i, f in enumerate(frames) if f.is_("idempotent", "members/idempotency.py")]
@@ -263,6 +267,11 @@ def breakdown(paths: Iterable[Path], *, top: int = 12, root: Path = ROOT) -> str
                     incl_own[key] += n
         cats.update(worker)
         per_worker.append((path.name, worker, sum(worker.values())))
+    # Shares are of the samples not idle: a gthread worker's main thread polls its connections all the time.
+    idle = cats.pop(IDLE, 0)
+    for _, worker, _ in per_worker:
+        worker.pop(IDLE, None)
+    per_worker = [(name, worker, sum(worker.values())) for name, worker, _ in per_worker]
     total = sum(cats.values())
     if not total:
         return "py-spy breakdown: no samples recorded"
@@ -272,9 +281,10 @@ def breakdown(paths: Iterable[Path], *, top: int = 12, root: Path = ROOT) -> str
 
     lines = [f"py-spy breakdown: {total} samples of {len(per_worker)} workers ("
              + ", ".join(f"{name}: {n}" for name, _, n in per_worker)
-             + "); % of all samples, then the part of it on a socket (PostgreSQL, Redis, the HTTP client)"]
+             + f"; {idle} idle samples left out: waiting for a request or polling connections); % of those samples, "
+             "then the part of it on a socket (PostgreSQL, Redis, the HTTP client)"]
     for cat in ORDER:
-        if cats[cat] or cat not in (OTHER, LOCK_READ):
+        if cat != IDLE and (cats[cat] or cat not in (OTHER, LOCK_READ)):
             lines.append(f"  {pct(cats[cat])}  {pct(waits[cat])} socket   {cat}")
     lines.append(f"  {pct(total)}  {pct(sum(waits.values()))} socket   total")
     lines.append(f"  of the socket time, sending (libpq's send of a statement, sendall): {pct(sum(sends.values()))} "
