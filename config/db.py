@@ -7,6 +7,10 @@ field but the auto key, each value prepared exactly as the ORM prepares it (`pre
 `get_db_prep_save`: auto_now stamps, decimals, datetimes, JSON), so the rows are the ones bulk_create would
 write, and the instances come back as bulk_create leaves them: primary key set, marked as saved. Works on
 PostgreSQL and SQLite (3.35+, RETURNING).
+
+`write_rows` sends several inserts (rows whose keys `new_keys` took ahead, so they can refer to each other) and
+updates (`update_rows`: many rows' values in one UPDATE) as one statement on PostgreSQL; `select_rows` reads
+rows into instances as the ORM would.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ def _insert_sql(model: type[Model], count: int, unless_exists_on: tuple[str, ...
 
 
 def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] = (),
-                along: tuple[str, Sequence[Any]] | None = None,
                 then: Sequence[tuple[str, Sequence[Any]]] = ()) -> bool:
     """Insert `instances` (all of one model, at least one) in one statement and give them their new primary
     keys, in order. True when they were inserted.
@@ -50,10 +53,6 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     `unless_exists_on` names the fields of a unique constraint: a row already holding the same values (committed,
     or committed by a concurrent transaction this one waited for) means nothing is inserted and False. Only for
     one instance at a time: the keys that come back could not be matched to the rows that went in.
-
-    `along`: another write, (sql, params), sent in the same statement on PostgreSQL (a data-modifying WITH: one
-    round trip instead of two), before the insert elsewhere. It must not read what the insert writes, nor the
-    insert what it writes: both see the same snapshot.
 
     `then`: writes that need the new row's key, (sql, params) each, reading it from the relation `inserted` (one
     column, `id`; no row when `unless_exists_on` found the row already there): on PostgreSQL in the same
@@ -64,20 +63,10 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     params = _prepared(instances, fields)
     postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        if postgresql and (along is not None or then):
-            ctes, head = [], []
-            if along is not None:
-                ctes.append(f"along AS ({along[0]})")
-                head = [*along[1]]
-            if then:
-                ctes.append(f"inserted(id) AS ({sql})")
-                ctes.extend(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))
-                sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
-                params = [*head, *params, *(p for _, write_params in then for p in write_params)]
-            else:
-                sql, params = f"WITH {ctes[0]} {sql}", [*head, *params]
-        elif along is not None:
-            cursor.execute(*along)
+        if postgresql and then:
+            ctes = [f"inserted(id) AS ({sql})", *(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))]
+            sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
+            params = [*params, *(p for _, write_params in then for p in write_params)]
         cursor.execute(sql, params)
         keys = [found[0] for found in cursor.fetchall()]
         if then and not postgresql:
@@ -186,6 +175,24 @@ def write_rows(*groups: Sequence[Model], updates: Sequence[tuple[str, Sequence[A
         for instance in group:
             instance._state.adding = False
             instance._state.db = connection.alias
+
+
+def update_rows(table: str, columns: Sequence[tuple[str, str]],
+                rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+    """The writes that set `columns` ((name, PostgreSQL type) each) on rows of `table` keyed by `id`, from `rows`
+    ((id, *values) each), for `write_rows(updates=...)`: one `UPDATE ... FROM (VALUES ...)` on PostgreSQL, one
+    UPDATE per row elsewhere. Values go as the caller prepared them."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+    names = [quote(name) for name, _ in columns]
+    if connection.vendor == "postgresql":
+        row = "(" + ", ".join(["%s::bigint", *(f"%s::{kind}" for _, kind in columns)]) + ")"
+        assign = ", ".join(f"{name} = v.{name}" for name in names)
+        return [(f"UPDATE {quote(table)} AS t SET {assign} FROM (VALUES {', '.join([row] * len(rows))}) "  # noqa: S608  # nosec B608 - names from the caller's code, placeholders
+                 f"AS v(id, {', '.join(names)}) WHERE t.id = v.id", [value for values in rows for value in values])]
+    assign = ", ".join(f"{name} = %s" for name in names)
+    return [(f"UPDATE {quote(table)} SET {assign} WHERE id = %s", [*values[1:], values[0]]) for values in rows]  # noqa: S608  # nosec B608 - names from the caller's code
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

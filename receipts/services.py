@@ -21,7 +21,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from config.db import insert_rows, new_keys, write_rows
+from config.db import new_keys, write_rows
 from config.errors import Conflict, IllegalTransition, NotAllowed, NotFound, ValidationFailed
 from members.keys import b64url_decode
 from members.models import Member, Role, SigningKey
@@ -502,14 +502,13 @@ def _receipt_write(receipt: Receipt) -> tuple[str, list[Any]]:
                             connection.ops.adapt_datetimefield_value(receipt.closed_at), receipt.pk]
 
 
-def _write(receipt: Receipt, *events: ReceiptEvent) -> None:
-    """Write the receipt's fields that events change and insert `events` (its new ones), in one statement.
-    The caller holds its row lock."""
-    if events:
-        insert_rows(events, along=_receipt_write(receipt))
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(*_receipt_write(receipt))
+def _write(receipt: Receipt, *events: ReceiptEvent, parts: Sequence[Receipt] = ()) -> None:
+    """Write the receipt's fields that events change, insert `parts` (a split's new receipts, their keys taken)
+    and `events` (its and their new ones), in one statement: the events' keys are taken ahead. The caller holds
+    the receipt's row lock."""
+    for event, key in zip(events, new_keys(ReceiptEvent, len(events)) if events else (), strict=True):
+        event.pk = key
+    write_rows(parts, events, updates=[_receipt_write(receipt)])
 
 
 def open_quantity(lot: Lot) -> Decimal:
@@ -619,9 +618,7 @@ def _split(receipt: Receipt, parts: Sequence[tuple[Decimal, Member]], signer: _S
                                                        "holder": member_ref(holder)}, signer))
         if encumber and index in encumber:
             events.append(_encumber(child, encumber[index], signer, save=False))
-    for event, key in zip(events, new_keys(ReceiptEvent, len(events)), strict=True):
-        event.pk = key
-    write_rows(children, events, updates=[_receipt_write(receipt)])
+    _write(receipt, *events, parts=children)
     proof_changed_on_commit(c.pk for c in children)
     return children
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
-from config.db import new_keys, write_rows
+from config.db import new_keys, update_rows, write_rows
 from config.errors import Conflict, ValidationFailed
 from members.models import Member, User
 from trading.lock_objects import accounts_locked
@@ -125,23 +125,10 @@ def post_many(entries: Sequence[Entry], *, locked: bool = False,
             posting.pk = key
         # The rows are locked, so the new balances are computed here in Decimal and written as values:
         # an `F() + x` increment would be float arithmetic on SQLite (the embedded mode) and drift.
-        balances = [(pk, current[pk].available, current[pk].held) for pk in sorted(touched)]
-        write_rows(rows, postings, updates=[*_balances_write(balances), *along])
+        balances = update_rows("trading_account", [("available", "numeric"), ("held", "numeric")],
+                               [(pk, current[pk].available, current[pk].held) for pk in sorted(touched)])
+        write_rows(rows, postings, updates=[*balances, *along])
     return rows
-
-
-def _balances_write(balances: list[tuple[int, Decimal, Decimal]]) -> list[tuple[str, list[Any]]]:
-    """The UPDATE of these accounts' balances, (pk, available, held) each: one statement on PostgreSQL, one per
-    account elsewhere."""
-    if not balances:
-        return []
-    if connection.vendor == "postgresql":
-        rows_sql = ", ".join(["(%s::bigint, %s::numeric, %s::numeric)"] * len(balances))
-        return [("UPDATE trading_account AS a SET available = v.available, held = v.held "  # noqa: S608  # nosec B608 - placeholders
-                 f"FROM (VALUES {rows_sql}) AS v(id, available, held) WHERE a.id = v.id",
-                 [value for balance in balances for value in balance])]
-    return [("UPDATE trading_account SET available = %s, held = %s WHERE id = %s", [available, held, pk])
-            for pk, available, held in balances]
 
 
 def _positive(amount: Decimal) -> Decimal:

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance import policy
-from config.db import columns, for_update, insert_rows, select_rows
+from config.db import columns, for_update, insert_rows, select_rows, update_rows, write_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.models import Receipt, ReceiptStatus
@@ -264,10 +264,24 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
 def _log_command(instrument: Instrument, command: BookCommand) -> None:
     """Append `command` (its seq the instrument's next) to the book's command log and move the instrument's
     `book_seq` to it, in one statement. The caller holds the instrument's row lock."""
-    command.instrument = instrument
-    insert_rows([command], along=("UPDATE trading_instrument SET book_seq = %s WHERE id = %s",
-                                  [command.seq, instrument.pk]))
+    write_rows(updates=_command_log(instrument, command, command.order_id))
     instrument.book_seq = command.seq
+
+
+def _command_log(instrument: Instrument, command: BookCommand, order_id: int | None) -> list[tuple[str, list[Any]]]:
+    """The writes that append `command` to the book's command log and move the instrument's `book_seq` to its
+    seq. `order_id` None: the command's order is the row inserted by the same statement (`insert_rows(then=...)`
+    reads it from `inserted`), and when that insert wrote nothing (a replay) neither write does anything."""
+    if order_id is None:
+        order, source, guard, order_params = "id", " FROM inserted", " AND EXISTS (SELECT 1 FROM inserted)", []
+    else:
+        order, source, guard, order_params = "%s", "", "", [order_id]
+    log = (f"INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, price, tif) "  # noqa: S608  # nosec B608 - fixed fragments
+           f"SELECT %s, %s, %s, {order}, %s, %s, %s, %s, %s{source}",
+           [instrument.pk, command.seq, command.kind, *order_params, command.owner, command.side, command.quantity,
+            command.price, command.tif])
+    moved = (f"UPDATE trading_instrument SET book_seq = %s WHERE id = %s{guard}", [command.seq, instrument.pk])  # noqa: S608  # nosec B608 - fixed fragments
+    return [log, moved]
 
 
 def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
@@ -277,19 +291,15 @@ def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, c
     and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key.
 
     The same statement appends the order's `command` (a submit; its order is the new row) to the book's
-    command log and moves the instrument's `book_seq` to it, as `_log_command` does; a replay writes neither.
+    command log and moves the instrument's `book_seq` to it (`_command_log`); a replay writes neither.
     The caller holds the instrument's row lock."""
     order = Order(member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
                   order_type=ticket.order_type, tif=ticket.tif,
                   price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
                   quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), held_amount=hold, book_seq=seq)
-    log = ("INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, price, tif) "
-           "SELECT %s, %s, %s, id, %s, %s, %s, %s, %s FROM inserted",
-           [instrument.pk, command.seq, command.kind, command.owner, command.side, command.quantity, command.price,
-            command.tif])
-    moved = ("UPDATE trading_instrument SET book_seq = %s WHERE id = %s AND EXISTS (SELECT 1 FROM inserted)",
-             [command.seq, instrument.pk])
-    return order if insert_rows([order], unless_exists_on=("member", "client_order_id"), then=(log, moved)) else None
+    inserted = insert_rows([order], unless_exists_on=("member", "client_order_id"),
+                           then=_command_log(instrument, command, None))
+    return order if inserted else None
 
 
 def _fold_candles(instrument_id: int) -> None:
@@ -415,33 +425,19 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             receipts_release(order_ref=f"O{order.pk}", holder=order.member)
     # The orders' new states go with the ledger's one statement (the accounts came from _cash_accounts, locked);
     # an order that moved no cash (a sell's unfilled IOC remainder) writes them alone.
-    orders_write = _orders_write([orders[pk] for pk in sorted(touched)])
+    adapt_time = connection.ops.adapt_datetimefield_value
+    orders_write = update_rows("trading_order", _ORDER_WRITE_COLUMNS, [
+        (o.pk, o.filled_kg, o.status, o.held_amount, adapt_time(o.closed_at), o.cancel_reason)
+        for o in (orders[pk] for pk in sorted(touched))])
     if entries:
         post_many(entries, locked=True, along=orders_write)
     elif orders_write:
-        with connection.cursor() as cursor:
-            for sql, params in orders_write:
-                cursor.execute(sql, params)
+        write_rows(updates=orders_write)
 
 
-_ORDER_WRITE_COLUMNS = ("filled_kg = v.filled_kg, status = v.status, held_amount = v.held_amount, "
-                        "closed_at = v.closed_at, cancel_reason = v.cancel_reason")
-
-
-def _orders_write(orders: list[Order]) -> list[tuple[str, list[Any]]]:
-    """The UPDATE of what settling changes on these orders: one statement on PostgreSQL, one per order
-    elsewhere."""
-    if not orders:
-        return []
-    adapt_time = connection.ops.adapt_datetimefield_value
-    values = [(o.pk, o.filled_kg, o.status, o.held_amount, adapt_time(o.closed_at), o.cancel_reason) for o in orders]
-    if connection.vendor == "postgresql":
-        rows = ", ".join(["(%s::bigint, %s::numeric, %s, %s::numeric, %s::timestamptz, %s)"] * len(values))
-        return [(f"UPDATE trading_order AS o SET {_ORDER_WRITE_COLUMNS} FROM (VALUES {rows}) "  # noqa: S608  # nosec B608 - placeholders
-                 "AS v(id, filled_kg, status, held_amount, closed_at, cancel_reason) WHERE o.id = v.id",
-                 [value for row in values for value in row])]
-    return [("UPDATE trading_order SET filled_kg = %s, status = %s, held_amount = %s, closed_at = %s, "
-             "cancel_reason = %s WHERE id = %s", [*row[1:], row[0]]) for row in values]
+# What settling changes on an order, with the types of its columns.
+_ORDER_WRITE_COLUMNS = [("filled_kg", "numeric"), ("status", "text"), ("held_amount", "numeric"),
+                        ("closed_at", "timestamptz"), ("cancel_reason", "text")]
 
 
 def _release(order: Order, account: Any) -> None:

@@ -9,7 +9,7 @@ from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from config import db as config_db
-from config.db import columns, insert_rows, new_keys, select_rows, write_rows
+from config.db import columns, insert_rows, new_keys, select_rows, update_rows, write_rows
 from receipts.models import Lot, Metal, ReceiptNumberCounter
 from tests.factories.receipts import ReceiptWorld
 
@@ -37,24 +37,40 @@ def test_select_rows_builds_each_instance_as_the_orm_does_and_passes_the_other_c
     assert select_rows(sql, [-1], Lot) == []
 
 
-def test_insert_rows_sends_an_along_write_in_the_same_statement(lot: Lot) -> None:
-    counter = ReceiptNumberCounter(metal=Metal.objects.get(symbol=lot.metal.symbol), year=1999, last=41)
+def test_write_rows_sends_an_update_in_the_same_statement_as_the_insert(lot: Lot) -> None:
+    counter = ReceiptNumberCounter(pk=new_keys(ReceiptNumberCounter, 1)[0],
+                                   metal=Metal.objects.get(symbol=lot.metal.symbol), year=1999, last=41)
     with CaptureQueriesContext(connection) as queries:
-        assert insert_rows([counter], along=("UPDATE receipts_lot SET location = %s WHERE id = %s", ["B7", lot.pk]))
+        write_rows([counter], updates=[("UPDATE receipts_lot SET location = %s WHERE id = %s", ["B7", lot.pk])])
     assert len(queries) == 1
     assert ReceiptNumberCounter.objects.get(pk=counter.pk).last == 41
     assert Lot.objects.get(pk=lot.pk).location == "B7"
 
 
-def test_without_a_data_modifying_with_the_along_write_runs_first_as_its_own_statement(
+def test_without_a_data_modifying_with_the_update_runs_first_as_its_own_statement(
         lot: Lot, monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded SQLite mode has no INSERT/UPDATE inside WITH: the same two writes, one after the other."""
+    counter = ReceiptNumberCounter(pk=new_keys(ReceiptNumberCounter, 1)[0],
+                                   metal=Metal.objects.get(symbol=lot.metal.symbol), year=1998)
     monkeypatch.setattr(connections["default"], "vendor", "sqlite")
-    counter = ReceiptNumberCounter(metal=Metal.objects.get(symbol=lot.metal.symbol), year=1998)
     with CaptureQueriesContext(connection) as queries:
-        assert insert_rows([counter], along=("UPDATE receipts_lot SET location = %s WHERE id = %s", ["C3", lot.pk]))
+        write_rows([counter], updates=[("UPDATE receipts_lot SET location = %s WHERE id = %s", ["C3", lot.pk])])
     assert [q["sql"].split()[0] for q in queries] == ["UPDATE", "INSERT"]
-    assert counter.pk is not None and Lot.objects.get(pk=lot.pk).location == "C3"
+    assert ReceiptNumberCounter.objects.filter(pk=counter.pk).exists() and Lot.objects.get(pk=lot.pk).location == "C3"
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
+def test_update_rows_sets_each_rows_values_by_key(lot: Lot, vendor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One UPDATE ... FROM (VALUES ...) on PostgreSQL, one UPDATE per row elsewhere; the same rows either way."""
+    other = ReceiptWorld().lot()
+    monkeypatch.setattr(connections["default"], "vendor", vendor)
+    writes = update_rows("receipts_lot", [("location", "text"), ("package_count", "integer")],
+                         [(lot.pk, "Q1", 7), (other.pk, "Q2", 9)])
+    assert len(writes) == (1 if vendor == "postgresql" else 2)
+    write_rows(updates=writes)
+    assert sorted(Lot.objects.filter(pk__in=[lot.pk, other.pk]).values_list("location", "package_count")) == [
+        ("Q1", 7), ("Q2", 9)]
+    assert update_rows("receipts_lot", [("location", "text")], []) == []
 
 
 def test_insert_rows_unless_exists_inserts_nothing_over_an_existing_row(lot: Lot) -> None:
