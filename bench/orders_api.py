@@ -275,6 +275,10 @@ def main() -> None:
     parser.add_argument("--traders", type=int, default=20)
     parser.add_argument("--floor-seconds", type=int, default=10, help="0 skips the floor measurement")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--server-log", type=Path, help="write gunicorn's own output (errors, tracebacks) here")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="gunicorn's gthread worker with this many threads per worker (default: the sync worker, "
+                             "or what GUNICORN_WORKER_CLASS and GUNICORN_THREADS say)")
     parser.add_argument("--instruments", type=int, choices=[1, 2], default=1,
                         help="order books the traders are spread over (2: GA-6N-CN and GA-6N-EU, both gallium)")
     parser.add_argument("--runs", type=int, default=1,
@@ -313,7 +317,10 @@ def main() -> None:
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "platform/gunicorn.conf.py",
          "--workers", str(args.workers), "--bind", f"127.0.0.1:{PORT}", "--access-logfile", str(access_log),
          "--access-logformat", "%(m)s %(U)s %(s)s"],
-        cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=ROOT, env={**env(), **({"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": str(args.threads)}
+                                   if args.threads else {})},
+        stdout=subprocess.DEVNULL,
+        stderr=args.server_log.open("w") if args.server_log else subprocess.DEVNULL)
     try:
         wait_up(f"http://127.0.0.1:{PORT}/healthz")
         floor_out = ""
@@ -364,7 +371,7 @@ def main() -> None:
         "orders_per_s": orders["per_s"], "p50": orders["p50"], "p90": orders["p90"], "p99": orders["p99"],
         "non_2xx_responses": sum(r["non_2xx_responses"] for r in runs), "orders_total": Order.objects.count(),
         "trades_total": Trade.objects.count(), "instruments": args.instruments, "workers": args.workers,
-        "connections": args.connections,
+        "connections": args.connections, "threads": args.threads or int(os.environ.get("GUNICORN_THREADS", "1")),
         "seconds": args.seconds, "cpu_ms_per_order": orders["cpu_ms_per_order"],
     }
     if len(runs) > 1:
@@ -377,6 +384,13 @@ def main() -> None:
     statuses = Counter(line.split()[2] for line in access_log.read_text().splitlines()
                        if line.startswith("POST /api/v1/orders"))
     summary["order_statuses"] = dict(sorted(statuses.items()))
+    with connection.cursor() as cursor:
+        # Orders per transaction: a batch writes its orders' Idempotency-Key responses in one statement of its
+        # own transaction, so the rows' xmin (that transaction's id) counts the batches.
+        cursor.execute("SELECT count(*), count(DISTINCT xmin::text) FROM members_idempotencyrecord "
+                       "WHERE path = '/api/v1/orders' AND response_status > 0")
+        answered, transactions = cursor.fetchone()
+    summary["orders_per_transaction"] = round(answered / transactions, 2) if transactions else None
     summary["load_average_1min"] = round(os.getloadavg()[0], 2)
     print(outputs[runs.index(orders)])
     print(json.dumps(summary, indent=2))

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
@@ -19,6 +20,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
+from config.db import update_rows, write_rows
 from config.errors import Conflict, NotAllowed, Unprocessable, ValidationFailed
 from members.models import IdempotencyRecord, Member
 
@@ -63,8 +65,18 @@ def _claim(member_id: int, key: str, fingerprint: str, method: str, path: str) -
         return True, found[0] if found else None
 
 
-def idempotent(request: Request, member: Member | None, work: Callable[[], tuple[int, Any]]) -> HttpResponse:
-    """Run `work` (which returns status and body data) at most once per (member, Idempotency-Key)."""
+@dataclass(frozen=True)
+class IdempotentRequest:
+    """What the wrapper needs of a creating request, read and checked before any transaction."""
+    member: Member
+    key: str
+    fingerprint: str
+    method: str
+    path: str
+
+
+def idempotent_request(request: Request, member: Member | None) -> IdempotentRequest:
+    """The request's member, Idempotency-Key and fingerprint; 400/403 for a request that cannot have one."""
     if member is None:
         raise NotAllowed("Only users of a member can create resources.", code="no_member")
     key = request.headers.get("Idempotency-Key", "").strip()
@@ -74,32 +86,72 @@ def idempotent(request: Request, member: Member | None, work: Callable[[], tuple
     if len(key) > MAX_KEY_LENGTH:
         raise ValidationFailed(f"Idempotency-Key is at most {MAX_KEY_LENGTH} characters.",
                                code="idempotency_key_invalid")
-    fingerprint = request_fingerprint(request)
-    with contextlib.ExitStack() as pipelined, transaction.atomic(durable=True):
-        locked, record_id = _claim(member.pk, key, fingerprint, request.method or "", request.path[:500])
-        if not locked:
+    return IdempotentRequest(member, key, request_fingerprint(request), request.method or "", request.path[:500])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A request's answer: a replay of the first response (`record_id` None), or a new one whose row
+    `record_id` still needs its response (`record_responses`, in the same transaction)."""
+    status: int
+    body: bytes
+    record_id: int | None = None
+
+    def response(self) -> HttpResponse:
+        response = HttpResponse(self.body, status=self.status, content_type="application/json")
+        if self.record_id is None:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Outcome:
+    """Claim the key and run `work` (which returns status and body data), inside the caller's transaction;
+    or answer with the first response. The caller writes the new response (`record_responses`) before commit.
+
+    A row of this transaction without a response yet (the same key twice in one batch of orders) is a request
+    still in progress: 409, as for a concurrent one."""
+    locked, record_id = _claim(req.member.pk, req.key, req.fingerprint, req.method, req.path)
+    if not locked:
+        raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
+                       code="idempotency_in_flight")
+    if record_id is None:
+        first = IdempotencyRecord.objects.filter(member=req.member, key=req.key).first()
+        if first is None or first.response_status == 0:  # purged since the insert found it, or not answered yet
             raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
                            code="idempotency_in_flight")
-        if record_id is None:
-            first = IdempotencyRecord.objects.filter(member=member, key=key).first()
-            if first is None:  # the first request's row was purged since the insert found it: try again
-                raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
-                               code="idempotency_in_flight")
-            if first.request_hash != fingerprint:
-                raise Unprocessable("This Idempotency-Key was used with a different request.",
-                                    code="idempotency_key_reused")
-            replay = HttpResponse(bytes(first.response_body), status=first.response_status,
-                                  content_type="application/json")
-            replay["Idempotent-Replayed"] = "true"
-            return replay
-        status, data = work()
-        body = JSONRenderer().render(data)
-        if connection.vendor == "postgresql":
-            # The response row and the COMMIT reach PostgreSQL together (psycopg's pipeline mode, entered for
-            # the rest of the transaction): one round trip fewer on every create, the last one before an
-            # order's row locks are released. The pipeline is left after the commit (and its on_commit hooks).
-            pipelined.enter_context(connection.connection.pipeline())
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE members_idempotencyrecord SET response_status = %s, response_body = %s "
-                           "WHERE id = %s", [status, body, record_id])
-    return HttpResponse(body, status=status, content_type="application/json")
+        if first.request_hash != req.fingerprint:
+            raise Unprocessable("This Idempotency-Key was used with a different request.",
+                                code="idempotency_key_reused")
+        return Outcome(first.response_status, bytes(first.response_body))
+    status, data = work()
+    return Outcome(status, JSONRenderer().render(data), record_id)
+
+
+def record_responses(outcomes: list[Outcome]) -> None:
+    """Write the new outcomes' responses into their key rows, in one statement. With `pipelined`, on
+    PostgreSQL the statement and the COMMIT that follows reach the server together (psycopg's pipeline mode,
+    entered here for the rest of the transaction by the caller's ExitStack)."""
+    rows = [(o.record_id, o.status, o.body) for o in outcomes if o.record_id is not None]
+    if rows:
+        write_rows(updates=update_rows("members_idempotencyrecord",
+                                       [("response_status", "integer"), ("response_body", "bytea")], rows))
+
+
+def enter_pipeline(stack: contextlib.ExitStack) -> None:
+    """On PostgreSQL, send the rest of the transaction (its last statement and the COMMIT) in one round trip:
+    psycopg's pipeline mode, left when `stack` closes, after the commit and its on_commit hooks."""
+    if connection.vendor == "postgresql":
+        stack.enter_context(connection.connection.pipeline())
+
+
+def idempotent(request: Request, member: Member | None, work: Callable[[], tuple[int, Any]]) -> HttpResponse:
+    """Run `work` (which returns status and body data) at most once per (member, Idempotency-Key), in a
+    transaction of its own."""
+    req = idempotent_request(request, member)
+    with contextlib.ExitStack() as pipelined, transaction.atomic(durable=True):
+        outcome = run_once(req, work)
+        # The response row and the COMMIT reach PostgreSQL together: one round trip fewer on every create, the
+        # last one before an order's row locks are released.
+        enter_pipeline(pipelined)
+        record_responses([outcome])
+    return outcome.response()

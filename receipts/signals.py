@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import transaction
 from django.dispatch import Signal
+
+from config.after_commit import on_commit_merged
 
 # Sent once the transaction commits, with `receipt_ids` (list[int]): what these receipts' proof rests on may
 # have changed — the receipt was issued, born from a split, or its lot got a new attestation.
@@ -15,10 +16,13 @@ receipt_proof_changed = Signal()
 
 def proof_changed_on_commit(receipt_ids: Iterable[int]) -> None:
     """Send `receipt_proof_changed` for these receipts after the current transaction commits (at once
-    outside one). A failing receiver is logged, never raised into the caller: the change has committed."""
-    ids = sorted(set(receipt_ids))
-    if ids:
-        transaction.on_commit(lambda: receipt_proof_changed.send(sender=None, receipt_ids=ids), robust=True)
+    outside one), one send for every call of a transaction that merges its publishes (`config.after_commit`).
+    A failing receiver is logged, never raised into the caller: the change has committed."""
+    on_commit_merged("receipt_proof_changed", receipt_ids, _send_proof_changed)
+
+
+def _send_proof_changed(receipt_ids: list[int]) -> None:
+    receipt_proof_changed.send(sender=None, receipt_ids=receipt_ids)
 
 
 # Sent inside the freezing transaction, before the receipt's row lock is taken, when the receipt backs a

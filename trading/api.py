@@ -15,10 +15,12 @@ from rest_framework.views import APIView
 
 from config.errors import ValidationFailed
 from members.api import require_member
-from members.idempotency import idempotent
+from members.idempotency import Outcome, idempotent, idempotent_request, run_once
 from receipts.models import Receipt
 from trading import selectors
+from trading.batching import place_batched
 from trading.models import Account, Instrument, Order, Trade
+from trading.selectors import OrderInstrument
 from trading.services import order_cancel, order_place, withdrawal_request
 
 
@@ -134,25 +136,28 @@ class OrderListCreateView(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, operation_id="orders_place")
     def post(self, request: Request) -> Any:
-        member = require_member(request)
+        req = idempotent_request(request, require_member(request))
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        code = values.pop("instrument")
 
-        def work() -> tuple[int, Any]:
-            data = self.InputSerializer(data=request.data)
-            data.is_valid(raise_exception=True)
-            values = dict(data.validated_data)
-            # Read and locked in one statement (the wrapper's transaction is open): order_place does not lock it
-            # again. The Idempotency-Key wrapper rolls the whole transaction back on any error: no savepoint.
-            found = selectors.instrument_for_order(values.pop("instrument"), lock=True)
-            if found is None:
-                raise Http404
-            result = order_place(member=member, instrument=found.instrument, savepoint=False, locked=True,
-                                 delivery_countries=found.delivery_countries, **values)
-            body = {"order": _ORDER_OUT.to_representation(result.order),
-                    "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
-                    "cancelled_order_ids": result.cancelled_order_ids}
-            return (200 if result.replayed else 201), body
+        def work(found: OrderInstrument | None) -> Outcome:
+            # In the batch's transaction, with the instrument read and locked (`order_place` does not lock it
+            # again) and in a savepoint of its own: a refusal rolls back this order and its key row alone.
+            def place() -> tuple[int, Any]:
+                if found is None:
+                    raise Http404
+                result = order_place(member=req.member, instrument=found.instrument, savepoint=False, locked=True,
+                                     delivery_countries=found.delivery_countries, **values)
+                body = {"order": _ORDER_OUT.to_representation(result.order),
+                        "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
+                        "cancelled_order_ids": result.cancelled_order_ids}
+                return (200 if result.replayed else 201), body
 
-        return idempotent(request, member, work)
+            return run_once(req, place)
+
+        return place_batched(code, work).response()
 
 
 class OrderDetailView(APIView):

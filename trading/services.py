@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance import policy
+from config.after_commit import on_commit_merged
 from config.db import columns, for_update, insert_rows, select_rows, update_rows, write_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
@@ -257,7 +258,7 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
     result = OrderResult(order=order)
     _settle(instrument, order, execution, result)
     if result.trades:
-        transaction.on_commit(lambda: _fold_candles(instrument.pk))
+        on_commit_merged(("candles", instrument.pk), [instrument.pk], _fold_candles)
     return result
 
 
@@ -302,11 +303,13 @@ def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, c
     return order if inserted else None
 
 
-def _fold_candles(instrument_id: int) -> None:
-    """Fold the new trades into candles now rather than at the next beat. Best effort: the order has
-    committed, and the minutely beat folds whatever a lost message left behind."""
+def _fold_candles(instrument_ids: list[int]) -> None:
+    """Fold the new trades into candles now rather than at the next beat (once per instrument and batch of
+    orders). Best effort: the order has committed, and the minutely beat folds whatever a lost message left
+    behind."""
     from trading.tasks import candles_fold_instrument  # tasks import services; import late
 
+    (instrument_id,) = instrument_ids
     try:
         candles_fold_instrument.delay(instrument_id)
     except Exception:  # noqa: BLE001 - a broker outage must not turn a committed order into an error

@@ -1,0 +1,189 @@
+"""Order entry's group commit (trading.batching): orders that queue together for one instrument in one process
+are placed in one transaction, each in its own savepoint, on real PostgreSQL with one connection per thread.
+
+Each test holds the instrument's row lock from the test's own connection while the request threads post their
+orders, so they all queue behind the first one (the combiner, waiting for the lock), then lets go: the batch
+holds every one of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test import Client
+
+from members.models import IdempotencyRecord
+from receipts.signals import receipt_proof_changed
+from tests.conftest import client_for
+from tests.factories.members import UserFactory
+from tests.factories.receipts import ReceiptWorld
+from tests.factories.trading import funded_member, instrument, seller_with
+from tests.invariants import assert_value_invariants
+from trading import batching
+from trading.models import Instrument, Order, Trade
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def body(side: str, quantity: str, price: str, coid: str) -> dict[str, str]:
+    return {"instrument": "GA-6N-CN", "side": side, "order_type": "limit", "tif": "GTC", "quantity_kg": quantity,
+            "price": price, "client_order_id": coid}
+
+
+def in_one_batch(posts: list[Callable[[], Any]]) -> list[Any]:
+    """Run each post in a thread of its own while the instrument's row is locked here; release the lock once all
+    of them have queued. Returns each post's response (or the exception it raised), in the same order."""
+    results: list[Any] = [None] * len(posts)
+
+    def run(n: int) -> None:
+        try:
+            results[n] = posts[n]()
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results[n] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(posts))]
+    before = batching.STATS.batches
+    with transaction.atomic():
+        Instrument.objects.select_for_update().get(code="GA-6N-CN")
+        for thread in threads:
+            thread.start()
+            deadline = time.monotonic() + 10
+            while batching.queued("GA-6N-CN") < threads.index(thread) + 1:  # queued in the order started
+                assert time.monotonic() < deadline, "the order never queued"
+                time.sleep(0.005)
+    for thread in threads:
+        thread.join(30)
+    assert batching.STATS.batches == before + 1, "the orders were not placed in one batch"
+    return results
+
+
+@pytest.fixture
+def market() -> tuple[Any, Any, Any]:
+    world = ReceiptWorld()
+    instrument()
+    seller, _ = seller_with(world, "20.000")
+    buyer = funded_member("100000.00")
+    return world, client_for(UserFactory(member=seller)), client_for(UserFactory(member=buyer))
+
+
+def book_from_orders() -> dict[str, list[dict[str, str]]]:
+    """The depth the resting orders in the database make, as the depth API prints it."""
+    levels: dict[tuple[str, Decimal], Decimal] = {}
+    for order in Order.objects.filter(status__in=["open", "partially_filled"]):
+        key = (order.side, order.price)
+        levels[key] = levels.get(key, Decimal(0)) + order.quantity_kg - order.filled_kg
+    def side(name: str, best_first: bool) -> list[dict[str, str]]:
+        return [{"price": f"{price.normalize():f}", "quantity_kg": f"{qty:.3f}"}
+                for (s, price), qty in sorted(levels.items(), key=lambda kv: kv[0][1], reverse=best_first) if s == name]
+    return {"bids": side("buy", True), "asks": side("sell", False)}
+
+
+def test_orders_queued_together_are_placed_and_settled_in_one_batch(market) -> None:
+    _, seller, buyer = market
+    proof_sends: list[list[int]] = []
+
+    def on_proof(sender: Any, receipt_ids: list[int], **kwargs: Any) -> None:
+        proof_sends.append(receipt_ids)
+
+    receipt_proof_changed.connect(on_proof, dispatch_uid="test-batching")
+    try:
+        responses = in_one_batch([
+            lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
+            lambda: seller.post("/api/v1/orders", body("sell", "5", "601.00", "s2")),
+            lambda: buyer.post("/api/v1/orders", body("buy", "3", "600.00", "b1")),
+            lambda: buyer.post("/api/v1/orders", body("buy", "4", "605.00", "b2"), key="b2-key"),
+            lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "b3")),
+        ])
+    finally:
+        receipt_proof_changed.disconnect(dispatch_uid="test-batching")
+    assert [r.status_code for r in responses] == [201] * 5, [r.content for r in responses]
+    # Placed in the order they queued: b1 meets s1, b2 takes the rest of s1 and one of s2, b3 rests.
+    assert [[t["quantity_kg"] for t in r.json()["trades"]] for r in responses] == \
+           [[], [], ["3.000"], ["2.000", "2.000"], []]
+    assert Trade.objects.count() == 3
+    # The receipts the three deliveries split off are announced once, after the batch's commit.
+    assert len(proof_sends) == 1 and len(proof_sends[0]) >= 3
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    # Each response was stored with its key: a retry replays it byte for byte.
+    again = buyer.post("/api/v1/orders", body("buy", "4", "605.00", "b2"), key="b2-key")
+    assert again.status_code == 201 and again.content == responses[3].content
+    assert again["Idempotent-Replayed"] == "true"
+    assert_value_invariants()
+
+
+def test_a_refused_order_rolls_back_alone_and_its_key_can_be_used_again(market) -> None:
+    _, seller, buyer = market
+    broke = client_for(UserFactory(member=funded_member("10.00")))
+    responses = in_one_batch([
+        lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
+        lambda: broke.post("/api/v1/orders", body("buy", "5", "600.00", "poor"), key="broke-key"),
+        lambda: seller.post("/api/v1/orders", body("sell", "50", "600.00", "too-much")),
+        lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "b1")),
+        lambda: seller.post("/api/v1/orders", body("sell", "1", "599.00", "s2")),
+    ])
+    assert [r.status_code for r in responses] == [201, 409, 409, 201, 201], [r.content for r in responses]
+    assert responses[1].json()["code"] == "insufficient_cash"
+    assert responses[2].json()["code"] == "insufficient_receipts"
+    # After the refusals the book was rebuilt from the batch's own rows: b1 met s1 at 600; s2 rests below.
+    assert [t["price"] for t in responses[3].json()["trades"]] == ["600.0000"]
+    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"s1", "b1", "s2"}
+    assert not IdempotencyRecord.objects.filter(key="broke-key").exists()
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    assert_value_invariants()
+    # The refused order's key is free: the member, now funded, places it under the same key.
+    from trading.ledger import cash_deposit
+
+    cash_deposit(member=broke.user.member, currency="USD", amount=Decimal("5000.00"), by=None, reason="top up")
+    retried = broke.post("/api/v1/orders", body("buy", "5", "600.00", "poor"), key="broke-key")
+    assert retried.status_code == 201, retried.content
+    assert_value_invariants()
+
+
+def test_the_same_key_twice_in_one_batch_is_in_progress_for_the_second(market) -> None:
+    _, _, buyer = market
+    order = body("buy", "1", "590.00", "twice")
+    responses = in_one_batch([lambda: buyer.post("/api/v1/orders", order, key="same-key"),
+                              lambda: buyer.post("/api/v1/orders", order, key="same-key")])
+    assert [r.status_code for r in responses] == [201, 409]
+    assert responses[1].json()["code"] == "idempotency_in_flight"
+    replay = buyer.post("/api/v1/orders", order, key="same-key")
+    assert replay.content == responses[0].content and Order.objects.count() == 1
+
+
+def test_a_batch_whose_commit_fails_answers_every_order_with_the_error_and_writes_nothing(market) -> None:
+    _, seller, buyer = market
+    # The test client re-raises a request's exception through a process-wide signal, which threads would share.
+    seller.raise_request_exception = buyer.raise_request_exception = False
+    with connection.cursor() as cursor:  # refuses, at commit, any transaction that inserted the order "poison"
+        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
+        cursor.execute("CREATE CONSTRAINT TRIGGER test_refuse AFTER INSERT ON trading_order "
+                       "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.client_order_id = 'poison') "
+                       "EXECUTE FUNCTION test_refuse()")
+    try:
+        responses = in_one_batch([
+            lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
+            lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "poison")),
+            lambda: buyer.post("/api/v1/orders", body("buy", "1", "0.5", "off-tick")),
+        ])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse ON trading_order; DROP FUNCTION test_refuse()")
+    # The orders that ran get the commit's error (a 500); a refusal keeps its own answer; nothing was written.
+    assert [r.status_code for r in responses] == [500, 500, 400], [r.content for r in responses]
+    assert responses[0].json()["code"] == "server_error" and responses[2].json()["code"] == "out_of_band"
+    assert not Order.objects.exists() and not Trade.objects.exists()
+    assert not IdempotencyRecord.objects.exists()
+    # The book this process cached during the failed batch is not trusted: the next order sees an empty book.
+    after = buyer.post("/api/v1/orders", body("buy", "2", "600.00", "after"))
+    assert after.status_code == 201 and after.json()["trades"] == []
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    assert_value_invariants()

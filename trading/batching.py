@@ -1,0 +1,161 @@
+"""Group commit for order entry: the orders for one instrument that reach one process together are placed in
+one transaction.
+
+Order entry on an instrument is serialised by the instrument's row lock (`order_place`), so the rate is one over
+the time an order holds it. Placed one per transaction, each order paid for the lock's read, the book's
+catch-up on the other process's last command, its own commit and its after-commit publishes, and a web
+worker could hold only one order. Here the request threads of a process (gunicorn's gthread worker) queue
+their orders per instrument; one of them, the *combiner*, takes every order queued for that instrument
+(up to `MAX_BATCH`), opens one transaction, locks the instrument once, runs each order in its own savepoint
+(a refused order rolls back alone and its requester gets its error; the others go on; an order alone in its
+batch needs none), writes the
+Idempotency-Key responses in one statement, commits once, and hands each requester its outcome. Orders are
+placed in the order they were queued; while a batch runs, the next one queues (flat combining).
+
+An order is acknowledged only after the commit of its batch, as before: a batch whose commit fails answers
+every one of its orders with that error, and nothing of any of them was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from config import after_commit
+from members.idempotency import Outcome, enter_pipeline, record_responses
+from trading import book_cache, selectors
+from trading.selectors import OrderInstrument
+
+# At most this many orders per transaction. Each order's savepoint is a subtransaction, and PostgreSQL keeps
+# the ids of at most 64 per transaction in shared memory before other sessions' snapshots get slower.
+MAX_BATCH = 32
+
+Work = Callable[[OrderInstrument | None], Outcome]
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Work
+    done: bool = False
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+    def answer(self) -> Outcome:
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One instrument's queue in this process, and whether a combiner is running a batch of it."""
+    ready: threading.Condition = field(default_factory=threading.Condition)
+    queue: list[_Job] = field(default_factory=list)
+    busy: bool = False
+
+
+_LANES: dict[str, _Lane] = {}
+_LANES_LOCK = threading.Lock()
+
+
+@dataclass
+class BatchStats:
+    """What this process's batches have held so far (for tests and diagnostics)."""
+    batches: int = 0
+    orders: int = 0
+    largest: int = 0
+
+
+STATS = BatchStats()
+
+
+def queued(code: str) -> int:
+    """How many orders for the instrument `code` wait in this process for a batch to take them."""
+    with _LANES_LOCK:
+        lane = _LANES.get(code)
+    if lane is None:
+        return 0
+    with lane.ready:
+        return len(lane.queue)
+
+
+def _lane(code: str) -> _Lane:
+    with _LANES_LOCK:
+        return _LANES.setdefault(code, _Lane())
+
+
+def place_batched(code: str, work: Work) -> Outcome:
+    """Run `work` for the instrument `code` in the next batch of this process, and return its outcome (or
+    raise its error). `work` is called in the combiner's thread inside the batch's transaction, in a savepoint
+    of its own, with the instrument read and locked (None if no instrument has that code); it claims its
+    Idempotency-Key and places its order (`order_place(locked=True, savepoint=False)`). The calling thread
+    becomes the combiner when no batch of this instrument is running in the process."""
+    lane, job = _lane(code), _Job(work)
+    with lane.ready:
+        lane.queue.append(job)
+        while lane.busy and not job.done:
+            lane.ready.wait()
+        if job.done:
+            return job.answer()
+        lane.busy = True
+    try:
+        while not job.done:  # its job may lie beyond the first MAX_BATCH of the queue
+            _run_batch(code, lane)
+    finally:
+        with lane.ready:
+            lane.busy = False
+            lane.ready.notify_all()
+    return job.answer()
+
+
+def _run_batch(code: str, lane: _Lane) -> None:
+    """One transaction: lock the instrument, run every queued order (up to MAX_BATCH) in its own savepoint,
+    write their responses, commit; then mark them done (with the commit's error if it failed)."""
+    batch: list[_Job] = []
+    answers: list[tuple[_Job, Outcome | None, BaseException | None]] = []
+    try:
+        with contextlib.ExitStack() as pipelined, after_commit.merged(), transaction.atomic(durable=True):
+            found = selectors.instrument_for_order(code, lock=True)
+            # Taken after the lock: orders that queued while it was awaited go in this batch.
+            with lane.ready:
+                batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
+                STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
+                STATS.largest = max(STATS.largest, len(batch))
+            if len(batch) == 1:  # alone, a refusal rolls back the whole transaction: no savepoint to pay for
+                answers.append((batch[0], batch[0].work(found), None))
+            for job in batch if len(batch) > 1 else []:
+                seq = found.instrument.book_seq if found else 0
+                try:
+                    with transaction.atomic(), after_commit.part():
+                        answers.append((job, job.work(found), None))
+                except Exception as refusal:  # noqa: BLE001 - the order's own refusal, handed to its requester
+                    answers.append((job, None, refusal))
+                    if found:  # its savepoint rolled back the book and its seq: rebuild the book for the next
+                        found.instrument.book_seq = seq
+                        book_cache.drop(found.instrument.pk)
+            enter_pipeline(pipelined)
+            record_responses([outcome for _, outcome, _ in answers if outcome is not None])
+    except BaseException as error:
+        # Nothing of this batch committed: a refused order keeps its own error, every other order gets this one.
+        # If the instrument's read failed before the batch was taken, the queue's head is the batch.
+        if not batch:
+            with lane.ready:
+                batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
+        refused = {id(job): job_error for job, _, job_error in answers if job_error is not None}
+        _finish(lane, [(job, None, refused.get(id(job), error)) for job in batch])
+        if not isinstance(error, Exception):
+            raise
+        return
+    _finish(lane, answers)
+
+
+def _finish(lane: _Lane, answers: list[tuple[_Job, Outcome | None, BaseException | None]]) -> None:
+    with lane.ready:
+        for job, outcome, error in answers:
+            job.outcome, job.error, job.done = outcome, error, True
+        lane.ready.notify_all()
