@@ -239,12 +239,13 @@ OPEN_STATUSES = frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.ENCUMBERED, Recei
 
 class Receipt(models.Model):
     number = models.CharField(max_length=32, unique=True)
-    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="receipts")
+    # lot and holder: no index of their own; the (lot, status) and (holder, status) indexes serve them.
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="receipts", db_index=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="parts")
     grade = models.ForeignKey(Grade, null=True, blank=True, on_delete=models.PROTECT, related_name="receipts",
                               help_text="Empty for a non-standard receipt; it can never back a book order.")
     quantity_kg = models.DecimalField(**MASS)
-    holder = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="receipts_held")
+    holder = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="receipts_held", db_index=False)
     status = models.CharField(max_length=24, choices=ReceiptStatus.choices, default=ReceiptStatus.ACTIVE)
     frozen_from = models.CharField(max_length=24, blank=True)
     encumbrance_ref = models.CharField(max_length=64, blank=True, help_text="Order or pledge holding it.")
@@ -277,7 +278,8 @@ class Receipt(models.Model):
 class ReceiptEvent(models.Model):
     """One link of a receipt's chain. Append-only: never updated, never deleted."""
 
-    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: (receipt, seq)'s unique index serves it.
+    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=24)
     event = models.JSONField(help_text="The canonical event document (includes prev hash).")
