@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pghistory
 import pghistory.config
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Index, Model
 
 M = TypeVar("M", bound=type[Model])
 
@@ -49,7 +49,8 @@ def audit_trackers() -> tuple[pghistory.RowEvent, ...]:
 
 
 def audited(*, fields: Sequence[str] | None = None, model_name: str | None = None,
-            app_label: str | None = None, statement_level: bool = False) -> Callable[[M], M]:
+            app_label: str | None = None, statement_level: bool = False,
+            indexed: Sequence[str] = ()) -> Callable[[M], M]:
     """Class decorator: record every change of the model's rows in an append-only event table.
 
     `fields` limits what is snapshotted (and which changes make an event); default: all fields.
@@ -62,6 +63,10 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
     instead of once per row, which is most of a row-level trigger's cost. For tables written in bulk
     (ESG results, their flags: thousands of rows per statement) and on order entry's path (receipts and
     their events, a split's two or three rows per statement; accounts, every touched one in one UPDATE).
+
+    `indexed`: snapshotted foreign keys that keep an index in the event table, for the trail is looked up by
+    them. The others have none (PGHISTORY_FOREIGN_KEY_FIELD): each would cost every audited write an index
+    entry. The tracked row (`pgh_obj`) and the context are always indexed.
     """
 
     def decorate(model: M) -> M:
@@ -71,9 +76,10 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
             fields=list(fields) if fields is not None else None,
             model_name=name,
             app_label=app_label,
-            obj_field=pghistory.ObjForeignKey(related_name=AUDIT_RELATED_NAME),
+            obj_field=pghistory.ObjForeignKey(related_name=AUDIT_RELATED_NAME, db_index=True),
             append_only=True,
             level=pghistory.Statement if statement_level else None,
+            meta={"indexes": [Index(fields=[field]) for field in indexed]} if indexed else None,
         )(model)
 
     return decorate

@@ -94,8 +94,10 @@ FLAG_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# indexed=["receipt"]: a receipt's flags and ESG results are read from the trail by receipt
+# (tests/compliance/test_esg_store_paths.py, test_esg_worker.py).
 @audited(fields=["kind", "status", "member", "receipt", "reference", "subject_key", "resolved_by",
-                 "resolved_at", "resolution_reason"], statement_level=True)
+                 "resolved_at", "resolution_reason"], statement_level=True, indexed=["receipt"])
 class Flag(models.Model):
     """Something an officer must look at: a sanctions hit, an ESG failure, a storage breach..."""
 
@@ -319,7 +321,8 @@ class EsgOutcome(models.TextChoices):
     FAIL = "fail", "Fail (a blocking rule failed)"
 
 
-@audited(fields=["receipt", "rule_pack", "outcome", "label", "evaluated_at"], statement_level=True)
+@audited(fields=["receipt", "rule_pack", "outcome", "label", "evaluated_at"], statement_level=True,
+         indexed=["receipt"])
 class EsgEvaluation(models.Model):
     """A receipt's current result under one version of one pack (compliance.services.esg_evaluate).
 

@@ -123,7 +123,8 @@ class SigningKey(models.Model):
 class IdempotencyRecord(models.Model):
     """The first response to a creating request, replayed byte for byte when the key comes again."""
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: (member, key)'s unique index serves it.
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     method = models.CharField(max_length=8)

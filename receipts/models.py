@@ -238,13 +238,17 @@ OPEN_STATUSES = frozenset({ReceiptStatus.ACTIVE, ReceiptStatus.ENCUMBERED, Recei
 
 
 class Receipt(models.Model):
-    number = models.CharField(max_length=32, unique=True)
-    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="receipts")
+    # Unique through Meta.constraints, not unique=True, which on PostgreSQL adds a second, varchar_pattern_ops
+    # index for LIKE 'prefix%' that no query runs (the admins' searches are case-insensitive contains, which
+    # no index serves); each split's insert would pay for it.
+    number = models.CharField(max_length=32)
+    # lot and holder: no index of their own; the (lot, status) and (holder, status) indexes serve them.
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="receipts", db_index=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="parts")
     grade = models.ForeignKey(Grade, null=True, blank=True, on_delete=models.PROTECT, related_name="receipts",
                               help_text="Empty for a non-standard receipt; it can never back a book order.")
     quantity_kg = models.DecimalField(**MASS)
-    holder = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="receipts_held")
+    holder = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="receipts_held", db_index=False)
     status = models.CharField(max_length=24, choices=ReceiptStatus.choices, default=ReceiptStatus.ACTIVE)
     frozen_from = models.CharField(max_length=24, blank=True)
     encumbrance_ref = models.CharField(max_length=64, blank=True, help_text="Order or pledge holding it.")
@@ -257,6 +261,7 @@ class Receipt(models.Model):
         ordering = ["number"]
         indexes = [models.Index(fields=["holder", "status"]), models.Index(fields=["lot", "status"])]
         constraints = [
+            models.UniqueConstraint(fields=["number"], name="receipt_number_unique"),
             models.CheckConstraint(condition=Q(quantity_kg__gt=0), name="receipt_quantity_positive"),
             models.CheckConstraint(condition=Q(closed_at__isnull=True) | Q(status__in=["split", "withdrawn"]),
                                    name="receipt_closed_only_when_terminal"),
@@ -277,11 +282,12 @@ class Receipt(models.Model):
 class ReceiptEvent(models.Model):
     """One link of a receipt's chain. Append-only: never updated, never deleted."""
 
-    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: (receipt, seq)'s unique index serves it.
+    receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=24)
     event = models.JSONField(help_text="The canonical event document (includes prev hash).")
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)  # unique through Meta.constraints: no LIKE index (see Receipt.number)
     signature = models.JSONField()
     recorded_at = models.DateTimeField()
 
@@ -289,6 +295,7 @@ class ReceiptEvent(models.Model):
         ordering = ["receipt_id", "seq"]
         constraints = [
             models.UniqueConstraint(fields=["receipt", "seq"], name="receipt_event_seq_unique"),
+            models.UniqueConstraint(fields=["hash"], name="receipt_event_hash_unique"),
             models.CheckConstraint(condition=Q(seq__gte=1), name="receipt_event_seq_positive"),
         ]
 

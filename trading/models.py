@@ -80,8 +80,9 @@ LIVE_ORDER_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 
 
 class Order(models.Model):
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="orders")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    # member and instrument: no index of their own; (member, status) and (instrument, status, book_seq) serve them.
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders", db_index=False)
     client_order_id = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=Side.choices)
     order_type = models.CharField(max_length=6, choices=OrderType.choices)
@@ -122,7 +123,9 @@ class BookCommand(models.Model):
     """Every command applied to an instrument's book, in order. Replaying them rebuilds the book exactly,
     so each web process catches its cached book up from here instead of reloading the whole book."""
 
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="book_commands")
+    # No index of its own: (instrument, seq)'s unique index serves it.
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="book_commands",
+                                   db_index=False)
     seq = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=8)  # submit | cancel
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
@@ -140,7 +143,8 @@ class BookCommand(models.Model):
 
 
 class Trade(models.Model):
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="trades")
+    # No index of its own: the (instrument, -executed_at) index serves it.
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="trades", db_index=False)
     buy_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="buy_trades")
     sell_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="sell_trades")
     buyer = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="buys")

@@ -1,5 +1,6 @@
 """Settings shared by every environment; values that vary are read through config.env."""
 
+import pghistory
 
 from config.env import BASE_DIR, VAR_DIR, env
 
@@ -248,6 +249,14 @@ INGOT_KEY_SECRET = env("INGOT_KEY_SECRET", default="")
 INGOT_KEY_SECRET_FILE = env("INGOT_KEY_SECRET_FILE", default=str(VAR_DIR / "key-secret"))
 
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+
+# The audit trail's event tables (compliance.audit) copy each foreign key of the tracked row, and pghistory indexes
+# every copy by default: index entries each audited write pays for (receipts, chain events and accounts on order
+# entry; ESG results and flags in bulk), while the trail is read by the tracked row (pgh_obj, indexed in
+# compliance.audit) and by context (who / why). So a copy is indexed only where a model asks (audited(indexed=...)).
+# The ForeignKey default reaches pgh_obj and pgh_context too, hence db_index=True on both.
+PGHISTORY_FOREIGN_KEY_FIELD = pghistory.ForeignKey(db_index=False)
+PGHISTORY_CONTEXT_FIELD = pghistory.ContextForeignKey(db_index=True)
 
 LOGGING = {
     "version": 1,
