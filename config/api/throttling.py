@@ -14,8 +14,9 @@ only the bookkeeping differs. Without Redis (local runs on SQLite) the counters 
 
 from __future__ import annotations
 
+import threading
 import time
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -34,9 +35,21 @@ if TYPE_CHECKING:  # rest_framework.views imports this module (DEFAULT_THROTTLE_
     from rest_framework.views import APIView
 
 
-@cache
+_built = threading.Lock()
+_limiters: dict[str, SlidingWindowCounterRateLimiter] = {}
+
+
 def _limiter(url: str) -> SlidingWindowCounterRateLimiter:
-    return SlidingWindowCounterRateLimiter(storage_from_string(url))
+    """The limiter for `url`, built once per process by one thread: the first requests of a gthread worker
+    arrive together, and `limits`, importing its Redis client lazily in several threads at once, failed with
+    "The minimum version of 3.0 for 'redis' could not be found. Found version: 0.0.0" (a 500 each)."""
+    found = _limiters.get(url)
+    if found is None:
+        with _built:
+            found = _limiters.get(url)
+            if found is None:
+                found = _limiters[url] = SlidingWindowCounterRateLimiter(storage_from_string(url))
+    return found
 
 
 def limiter() -> SlidingWindowCounterRateLimiter:

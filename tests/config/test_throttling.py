@@ -86,3 +86,32 @@ def test_the_api_uses_the_counter_throttles() -> None:
     assert {type(t) for t in BalancesView().get_throttles()} == {AnonThrottle, UserThrottle}
     assert [type(t) for t in TokenView().get_throttles()] == [ScopedThrottle]
     assert limiter() is limiter()  # one limiter (and connection pool) per process
+
+
+def test_threads_asking_at_once_share_one_limiter() -> None:
+    """A gthread worker's first requests arrive together: one limiter is built, by one of them, without error."""
+    import threading
+
+    from config.api import throttling
+
+    saved = dict(throttling._limiters)
+    throttling._limiters.clear()
+    barrier, found, errors = threading.Barrier(8), [], []
+
+    def ask() -> None:
+        barrier.wait()
+        try:
+            found.append(limiter())
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        throttling._limiters.clear()
+        throttling._limiters.update(saved)
+    assert errors == [] and len(found) == 8 and len({id(f) for f in found}) == 1
