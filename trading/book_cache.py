@@ -22,9 +22,11 @@ class CachedBook:
     book: OrderBook
     seq: int
     confirmed: bool = True
+    pending: Any = None  # the on_commit hook that confirms the book's tentative changes
 
 
 _BOOKS: dict[int, CachedBook] = {}
+rebuilds = 0  # books built from the database by this process (tests, diagnostics)
 
 
 def drop(instrument_id: int) -> None:
@@ -34,6 +36,8 @@ def drop(instrument_id: int) -> None:
 def _rebuild(instrument: Instrument) -> CachedBook:
     from trading.conversions import to_ticks, to_units
 
+    global rebuilds
+    rebuilds += 1
     resting = (Order.objects.filter(instrument=instrument, status__in=LIVE_ORDER_STATUSES,
                                     order_type=OrderType.LIMIT, tif="GTC")
                .order_by("book_seq").values_list("pk", "member_id", "side", "price", "quantity_kg", "filled_kg"))
@@ -46,7 +50,7 @@ def _rebuild(instrument: Instrument) -> CachedBook:
 def book_for(instrument: Instrument) -> CachedBook:
     """The instrument's book at `instrument.book_seq`. Caller holds the instrument's row lock."""
     cached = _BOOKS.get(instrument.pk)
-    if cached is None or not cached.confirmed or cached.seq > instrument.book_seq:
+    if cached is None or not (cached.confirmed or _own(cached)) or cached.seq > instrument.book_seq:
         cached = _BOOKS[instrument.pk] = _rebuild(instrument)
     elif cached.seq < instrument.book_seq:
         # Another process moved the book: replay what it did, in order (the engine is deterministic).
@@ -70,11 +74,21 @@ def _commands_after(instrument_id: int, seq: int) -> list[tuple[Any, ...]]:
 
 
 def mark_tentative(instrument_id: int, cached: CachedBook) -> None:
-    """The book now holds uncommitted changes; it becomes trusted again only when the transaction commits."""
+    """The book now holds uncommitted changes; it becomes trusted again only when the transaction commits, and
+    meanwhile only by that transaction (the next orders of a batch, `trading.batching`)."""
     cached.confirmed = False
 
     def confirm() -> None:
         if _BOOKS.get(instrument_id) is cached:
             cached.confirmed = True
 
+    cached.pending = confirm
     transaction.on_commit(confirm)
+
+
+def _own(cached: CachedBook) -> bool:
+    """Whether the book's unconfirmed changes are the current transaction's own: its confirming hook waits for
+    this transaction's commit. A transaction that rolled back took its hooks with it; one that rolled back to a
+    savepoint took that savepoint's, and whoever ran the savepoint dropped the book (`order_place`, a batch)."""
+    pending = cached.pending
+    return pending is not None and any(hook is pending for _, hook, _ in connection.run_on_commit)

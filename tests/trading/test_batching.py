@@ -25,7 +25,7 @@ from tests.factories.members import UserFactory
 from tests.factories.receipts import ReceiptWorld
 from tests.factories.trading import funded_member, instrument, seller_with
 from tests.invariants import assert_value_invariants
-from trading import batching
+from trading import batching, book_cache
 from trading.models import Instrument, Order, Trade
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,6 +94,7 @@ def test_orders_queued_together_are_placed_and_settled_in_one_batch(market) -> N
         proof_sends.append(receipt_ids)
 
     receipt_proof_changed.connect(on_proof, dispatch_uid="test-batching")
+    rebuilds = book_cache.rebuilds
     try:
         responses = in_one_batch([
             lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
@@ -109,6 +110,8 @@ def test_orders_queued_together_are_placed_and_settled_in_one_batch(market) -> N
     assert [[t["quantity_kg"] for t in r.json()["trades"]] for r in responses] == \
            [[], [], ["3.000"], ["2.000", "2.000"], []]
     assert Trade.objects.count() == 3
+    # The batch built the book once, for its first order; the others used it with the batch's own changes.
+    assert book_cache.rebuilds - rebuilds <= 1
     # The receipts the three deliveries split off are announced once, after the batch's commit.
     assert len(proof_sends) == 1 and len(proof_sends[0]) >= 3
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
