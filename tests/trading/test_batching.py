@@ -190,3 +190,54 @@ def test_a_batch_whose_commit_fails_answers_every_order_with_the_error_and_write
     assert after.status_code == 201 and after.json()["trades"] == []
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     assert_value_invariants()
+
+
+def test_sixteen_threads_of_mixed_orders_answer_as_the_database_says(market) -> None:
+    """Threads post crossing orders, orders a member cannot pay for and retries of one key, at once, so batches
+    mix placements and refusals. Every 201 is an order in the database with its key row; every refusal left
+    neither; the books balance."""
+    world, seller, buyer = market
+    poor = client_for(UserFactory(member=funded_member("700.00")))  # pays for one 1 kg buy at 600, not two
+    sellers = [client_for(UserFactory(member=seller_with(world, "30.000")[0])) for _ in range(3)]
+    answers: list[tuple[str, str, int, dict[str, Any]]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def trader(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(12):
+                if t % 4 == 0:
+                    client, side, price = poor, "buy", "600.00"
+                elif t % 2:
+                    client, side, price = sellers[t % 3], "sell", f"{598 + i // 2 % 5}.00"
+                else:
+                    client, side, price = buyer, "buy", f"{596 + i // 2 % 7}.00"
+                key = f"k-{t}-{i // 2}"  # every key twice: the second is a replay or still in flight
+                client.raise_request_exception = False
+                response = client.post("/api/v1/orders", body(side, "1", price, f"c-{t}-{i // 2}"), key=key)
+                with lock:
+                    answers.append((key, f"c-{t}-{i // 2}", response.status_code, response.json()))
+        finally:
+            connections.close_all()
+
+    before = batching.STATS.orders, batching.STATS.batches
+    threads = [threading.Thread(target=trader, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(answers) == 16 * 12
+    placed = {coid for _, coid, status, _ in answers if status == 201}
+    statuses = {status for _, _, status, _ in answers}
+    assert statuses <= {200, 201, 409}, statuses  # 200: a replay; 409: in flight, or cash short for `poor`
+    assert {a[3]["code"] for a in answers if a[2] == 409} <= {"idempotency_in_flight", "insufficient_cash"}
+    assert any(a[3].get("code") == "insufficient_cash" for a in answers)
+    assert set(Order.objects.values_list("client_order_id", flat=True)) == placed
+    keys = set(IdempotencyRecord.objects.values_list("key", flat=True))
+    assert keys == {key for key, _, status, _ in answers if status == 201}
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    assert_value_invariants()
+    # Sixteen threads of one process queued behind each other: some batches held several orders.
+    orders, batches = batching.STATS.orders - before[0], batching.STATS.batches - before[1]
+    assert orders > batches
