@@ -91,4 +91,4 @@ def _own(cached: CachedBook) -> bool:
     this transaction's commit. A transaction that rolled back took its hooks with it; one that rolled back to a
     savepoint took that savepoint's, and whoever ran the savepoint dropped the book (`order_place`, a batch)."""
     pending = cached.pending
-    return pending is not None and any(hook is pending for _, hook, _ in connection.run_on_commit)
+    return pending is not None and any(entry[1] is pending for entry in connection.run_on_commit)  # (savepoints, hook, robust)
