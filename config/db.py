@@ -207,13 +207,12 @@ def _readers(model: type[Model]) -> tuple[list[str], list[list[Any]], list[Any]]
     return [cast(str, f.attname) for f in meta.concrete_fields], converters, cols
 
 
-def for_update(of: str = "", *, skip_locked: bool = False) -> str:
-    """The row-lock clause of a plain SELECT (` FOR UPDATE`, ` FOR UPDATE OF <of>`, then ` SKIP LOCKED`: rows
-    another transaction holds are left out instead of waited for), or nothing on SQLite, which has no row locks
-    (its writers already run one at a time)."""
+def for_update(of: str = "") -> str:
+    """The row-lock clause of a plain SELECT (` FOR UPDATE`, ` FOR UPDATE OF <of>`), or nothing on SQLite, which
+    has no row locks (its writers already run one at a time)."""
     if not connection.features.has_select_for_update:
         return ""
-    return (f" FOR UPDATE OF {of}" if of else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
+    return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 
 @functools.cache

@@ -157,12 +157,10 @@ class OrderListCreateView(APIView):
                 return claimed  # the first response, replayed
             reserved = None
             if values["side"] == Side.SELL:
-                under_lock = found is not None
                 found = found or selectors.instrument_for_order(code)
                 if found is None:
                     raise Http404
-                reserved = order_reserve(member=req.member, instrument=found.instrument, under_lock=under_lock,
-                                         **values)
+                reserved = order_reserve(member=req.member, instrument=found.instrument, **values)
             return claimed, reserved
 
         def work(found: OrderInstrument | None, prepared: Any) -> Outcome:
@@ -183,7 +181,7 @@ class OrderListCreateView(APIView):
                     "cancelled_order_ids": result.cancelled_order_ids}
             return answer(record_id, 200 if result.replayed else 201, body)
 
-        return place_batched(code, prepare, work, alone=values["side"] == Side.SELL).response()
+        return place_batched(code, prepare, work).response()
 
 
 class OrderDetailView(APIView):

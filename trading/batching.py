@@ -11,10 +11,10 @@ their orders per instrument; one of them, the *combiner*, takes every order queu
 Idempotency-Key responses in one statement, commits once, and hands each requester its outcome. Orders are
 placed in the order they were queued; while a batch runs, the next one queues (flat combining).
 
-An order alone in the queue (always so under the sync worker), and every sell, goes in a batch of its own and
-is prepared before the instrument's lock is taken: its key is claimed and, for a sell, its order row inserted
-and its receipts encumbered (`order_reserve`), so the lock is held only for the book and settlement; a refusal
-rolls back its whole transaction, so it needs no savepoint. Batches of several orders are buys.
+An order alone in the queue (always so under the sync worker) is prepared before the instrument's lock is
+taken: its key is claimed and, for a sell, its order row inserted and its receipts encumbered
+(`order_reserve`), so the lock is held only for the book and settlement; a refusal rolls back its whole
+transaction, so it needs no savepoint.
 
 An order is acknowledged only after the commit of its batch, as before: a batch whose commit fails answers
 every one of its orders with that error, and nothing of any of them was written.
@@ -48,7 +48,6 @@ Work = Callable[[OrderInstrument | None, Any], Outcome]
 class _Job:
     prepare: Prepare
     work: Work
-    alone: bool = False  # placed in a batch of its own (a sell: its reservation runs before the lock)
     done: bool = False
     outcome: Outcome | None = None
     error: BaseException | None = None
@@ -98,7 +97,7 @@ def _lane(code: str) -> _Lane:
         return _LANES.setdefault(code, _Lane())
 
 
-def place_batched(code: str, prepare: Prepare, work: Work, *, alone: bool = False) -> Outcome:
+def place_batched(code: str, prepare: Prepare, work: Work) -> Outcome:
     """Place an order for the instrument `code` in the next batch of this process, and return its outcome (or
     raise its error). Both callables run in the combiner's thread inside the batch's transaction, in a savepoint
     of the order's own when the batch holds several: `prepare(found)` claims the Idempotency-Key and does what
@@ -106,10 +105,9 @@ def place_batched(code: str, prepare: Prepare, work: Work, *, alone: bool = Fals
     (`order_place(locked=True, savepoint=False)`). `found` is the instrument read and locked (None if no
     instrument has that code) for `work`; `prepare` gets it too, except for an order alone in its batch (the
     sync worker's case), whose `prepare` runs before the lock is taken (`found` None: it reads what it needs
-    itself). `alone`: the order always gets a batch of its own, in its turn (a sell, whose reservation must
-    precede the lock: see `trading.services.order_reserve`). The calling thread becomes the combiner when no
-    batch of this instrument is running in the process."""
-    lane, job = _lane(code), _Job(prepare, work, alone)
+    itself). The calling thread becomes the combiner when no batch of this instrument is running in the
+    process."""
+    lane, job = _lane(code), _Job(prepare, work)
     with lane.ready:
         lane.queue.append(job)
         while lane.busy and not job.done:
@@ -136,9 +134,9 @@ def _run_batch(code: str, lane: _Lane) -> None:
     try:
         with contextlib.ExitStack() as pipelined, after_commit.merged(), transaction.atomic(durable=True):
             with lane.ready:
-                alone = len(lane.queue) == 1 or lane.queue[0].alone or lane.queue[1].alone
+                alone = len(lane.queue) == 1
                 if alone:
-                    batch, lane.queue = lane.queue[:1], lane.queue[1:]
+                    batch, lane.queue = lane.queue, []
             if alone:
                 # The order prepares before the lock (a sell encumbers its receipts), then holds the lock only
                 # for what needs it; a refusal rolls back the whole transaction: no savepoint to pay for.
@@ -148,12 +146,9 @@ def _run_batch(code: str, lane: _Lane) -> None:
                 answers.append((job, job.work(selectors.instrument_for_order(code, lock=True), prepared), None))
             else:
                 found = selectors.instrument_for_order(code, lock=True)
-                # Taken after the lock: orders that queued while it was awaited go in this batch, up to the
-                # first that goes alone (in queue order).
+                # Taken after the lock: orders that queued while it was awaited go in this batch.
                 with lane.ready:
-                    end = next((n for n, queued in enumerate(lane.queue) if queued.alone), len(lane.queue))
-                    end = min(end, MAX_BATCH)
-                    batch, lane.queue = lane.queue[:end], lane.queue[end:]
+                    batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
                 _count(batch)
             for job in [] if alone else batch:
                 seq = found.instrument.book_seq if found else 0

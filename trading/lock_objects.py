@@ -1,7 +1,5 @@
-"""Every row lock the trading app takes. Order: a seller's reservation lock, then its active receipts (by pk; a
-sell's reservation, `services.order_reserve`), then the instrument, then accounts by pk and encumbered receipts
-(delivery, release), so two transactions never wait on each other in a cycle. Under an instrument's lock an
-active receipt is never waited for (`eligible_receipts(skip_locked=True)`)."""
+"""Every row lock the trading app takes. Order: instrument, then accounts by pk; receipts are locked by
+receipts.lock_objects (by pk) after the instrument, so two transactions never wait on each other in a cycle."""
 
 from __future__ import annotations
 

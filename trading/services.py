@@ -25,7 +25,6 @@ from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.models import Receipt, ReceiptStatus
 from receipts.services import (
-    InsufficientReceipts,
     receipt_withdrawal_request,
     receipts_deliver,
     receipts_encumber,
@@ -162,12 +161,10 @@ def _labelled(label: str) -> tuple[str, tuple[Any, ...]]:
     return receipts_with_label(label).values("pk").query.sql_with_params()
 
 
-def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = False,
-                      skip_locked: bool = False) -> list[Receipt]:
+def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = False) -> list[Receipt]:
     """The member's receipts that may back a sell on this instrument, oldest first: active, of its grade, in
     an approved warehouse of its region and, on an ESG instrument, holding its label. With `lock`, read and
-    locked in one statement (pk order, as every receipt lock); order entry's read. With `skip_locked` too, the
-    receipts another transaction holds are left out rather than waited for (a read under an instrument's lock). One plain statement: the
+    locked in one statement (pk order, as every receipt lock); order entry's read. One plain statement: the
     queryset with its joins and label subquery compiled anew for every sell cost ~1.5 ms."""
     params: list[Any] = [member.pk, instrument.grade_id, ReceiptStatus.ACTIVE, instrument.region]
     labelled = ""
@@ -175,7 +172,7 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
         sub, sub_params = _labelled(instrument.esg_class)
         labelled = f" AND r.id IN ({sub})"
         params.extend(sub_params)
-    order = f" ORDER BY r.id{for_update('r', skip_locked=skip_locked)}" if lock else " ORDER BY r.issued_at, r.id"
+    order = f" ORDER BY r.id{for_update('r')}" if lock else " ORDER BY r.issued_at, r.id"
     sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta, compiled label rule
            "JOIN receipts_lot l ON l.id = r.lot_id JOIN receipts_warehouse w ON w.id = l.warehouse_id "
            f"WHERE r.holder_id = %s AND r.grade_id = %s AND r.status = %s AND w.region = %s AND w.approved"
@@ -221,15 +218,6 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
             policy.require(policy.can_buy(member, instrument.grade.metal, country))
     try:
         with transaction.atomic(savepoint=savepoint):
-            if side == Side.SELL and reserved is None:
-                # Receipts before the instrument's lock (`order_reserve`); a caller already holding it has none
-                # of the seller's receipts locked for it, so they are not waited for (`under_lock`).
-                found = order_reserve(member=member, instrument=instrument, side=side, order_type=order_type,
-                                      tif=tif, quantity_kg=quantity_kg, price=price,
-                                      client_order_id=client_order_id, under_lock=locked)
-                if isinstance(found, OrderResult):
-                    return found  # a replay
-                reserved = found
             return _place_locked(member, instrument if locked else instrument_locked(instrument.pk), ticket,
                                  client_order_id, reserved)
     except BaseException:
@@ -267,7 +255,8 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
     # _settle): the buyer's hold is checked there before anything is written, and a refusal rolls the order
     # back whole.
     if ticket.side == Side.SELL and reserved is None:
-        raise ValueError("a sell is placed with its reservation (order_reserve)")
+        receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
+                          order_ref=f"O{order.pk}")
 
     book_cache.mark_tentative(instrument.pk, cached)
     execution = cached.book.submit(order.pk, member.pk, ticket.side, command.quantity, command.price, command.tif)
@@ -302,21 +291,16 @@ class Reservation:
 
 
 def order_reserve(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
-                  quantity_kg: Any, price: Any, client_order_id: str,
-                  under_lock: bool = False) -> Reservation | OrderResult | None:
+                  quantity_kg: Any, price: Any, client_order_id: str) -> Reservation | OrderResult | None:
     """What a sell can do before its instrument's row lock, in the caller's transaction: check it, insert its
     order row (the client order id's replay check) and encumber its receipts. None for a buy (its cash is held
     under the lock, with the trades: a buyer's account is also a maker's, which settlement locks under the
     instrument's lock, so taking it first could deadlock); an OrderResult for a replay.
 
     The encumbrance (a locked read, a split and its signed events: a third of a sell's time) then no longer
-    holds the instrument's lock, which serialises its book. The lock order is: a seller's active receipts, then
-    the instrument, then accounts and encumbered receipts. Nothing waits for an active receipt while holding an
-    instrument's lock (settlement moves encumbered receipts; a freeze pulls an order under the lock, then
-    releases its encumbered receipts). Reservations of one seller run one at a time (`_seller_lock`).
-    `under_lock`, for a caller that already holds the instrument's lock (a batch of several orders), leaves out
-    the receipts another transaction holds instead of waiting for them (`receipts_busy` when that is why they do
-    not cover the order).
+    holds the instrument's lock, which serialises its book. Deadlock-free: it locks only the seller's active
+    receipts, in key order, and nothing done under an instrument's lock waits for an active receipt (settlement
+    moves encumbered ones; a freeze pulls an order under the lock, then releases its encumbered receipts).
     `instrument` need not be locked; `order_place` checks the order again under the lock."""
     if side != Side.SELL:
         return None
@@ -329,32 +313,9 @@ def order_reserve(*, member: Member, instrument: Instrument, side: str, order_ty
     order = _order_insert(member, instrument, ticket, client_order_id, seq=0, hold=Decimal(0), command=None)
     if order is None:
         return _replayed(member, instrument, ticket, client_order_id)
-    if not under_lock:
-        _seller_lock(member)
-    try:
-        receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True, skip_locked=under_lock),
-                          quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
-    except InsufficientReceipts:
-        if under_lock and sum((r.quantity_kg for r in eligible_receipts(member, instrument)), Decimal(0)) \
-                >= ticket.quantity_kg:
-            raise Conflict("Your receipts are busy with another of your requests; try again.",
-                           code="receipts_busy") from None
-        raise
+    receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
+                      order_ref=f"O{order.pk}")
     return Reservation(order)
-
-
-def _seller_lock(member: Member) -> None:
-    """One reservation at a time per seller (a transaction-level advisory lock), taken before its receipts are
-    read. Without it, a reservation that waited on a receipt another reservation of the seller was encumbering
-    would, on PostgreSQL's re-check, skip the now encumbered receipt but keep its row lock; the first order's
-    settlement (under the instrument's lock) would then wait on it while it waits for the instrument: a
-    deadlock. The receipts' read is a statement of its own, so its snapshot sees what the first one wrote."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_SELLER_LOCKS, member.pk])
-
-
-_SELLER_LOCKS = 0x5E11  # the advisory lock space of sellers' reservations (pg_advisory_xact_lock(space, member))
 
 
 def _log_command(instrument: Instrument, command: BookCommand) -> None:

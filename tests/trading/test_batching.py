@@ -27,7 +27,6 @@ from tests.factories.trading import funded_member, instrument, seller_with
 from tests.invariants import assert_value_invariants
 from trading import batching, book_cache
 from trading.models import Instrument, Order, Trade
-from trading.services import order_place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,13 +36,13 @@ def body(side: str, quantity: str, price: str, coid: str) -> dict[str, str]:
             "price": price, "client_order_id": coid}
 
 
-def in_batches(posts: list[Callable[[], Any]], batches: int) -> list[Any]:
-    """Run each post in a thread of its own, queued together, and return each one's response (or the exception it
-    raised), in the same order; check they took `batches` batches (every sell goes alone, buys together).
+def in_one_batch(posts: list[Callable[[], Any]]) -> list[Any]:
+    """Run each post in a thread of its own, all in one batch, and return each one's response (or the exception it
+    raised), in the same order.
 
     With the instrument's row locked here, a first order (a bid at 530, below every ask of these tests) is
     posted alone: its combiner takes it, prepares it, and waits for the lock, so the posts queue behind it in
-    the order they start. The lock let go, that order's batch commits and the posts follow in queue order."""
+    the order they start. The lock let go, that order's batch commits and the posts go in the next batch."""
     results: list[Any] = [None] * len(posts)
     blocker = client_for(UserFactory(member=funded_member("1000.00")))
 
@@ -77,7 +76,7 @@ def in_batches(posts: list[Callable[[], Any]], batches: int) -> list[Any]:
     for thread in [first, *threads]:
         thread.join(30)
     assert results.pop().status_code == 201
-    assert batching.STATS.batches == before + 1 + batches, batching.STATS
+    assert batching.STATS.batches == before + 2, "the orders were not placed in one batch"
     return results
 
 
@@ -102,7 +101,7 @@ def book_from_orders() -> dict[str, list[dict[str, str]]]:
     return {"bids": side("buy", True), "asks": side("sell", False)}
 
 
-def test_orders_queued_together_are_placed_in_queue_order_the_buys_in_one_batch(market) -> None:
+def test_orders_queued_together_are_placed_and_settled_in_one_batch(market) -> None:
     _, seller, buyer = market
     proof_sends: list[list[int]] = []
 
@@ -112,13 +111,13 @@ def test_orders_queued_together_are_placed_in_queue_order_the_buys_in_one_batch(
     receipt_proof_changed.connect(on_proof, dispatch_uid="test-batching")
     rebuilds = book_cache.rebuilds
     try:
-        responses = in_batches([
+        responses = in_one_batch([
             lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
             lambda: seller.post("/api/v1/orders", body("sell", "5", "601.00", "s2")),
             lambda: buyer.post("/api/v1/orders", body("buy", "3", "600.00", "b1")),
             lambda: buyer.post("/api/v1/orders", body("buy", "4", "605.00", "b2"), key="b2-key"),
             lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "b3")),
-        ], batches=3)  # s1, s2, then the three buys together
+        ])
     finally:
         receipt_proof_changed.disconnect(dispatch_uid="test-batching")
     assert [r.status_code for r in responses] == [201] * 5, [r.content for r in responses]
@@ -128,9 +127,8 @@ def test_orders_queued_together_are_placed_in_queue_order_the_buys_in_one_batch(
     assert Trade.objects.count() == 3
     # The batch built the book once, for its first order; the others used it with the batch's own changes.
     assert book_cache.rebuilds - rebuilds <= 1
-    # Each sell's split is announced after its own commit; the receipts the buys' deliveries split off, once
-    # for their whole batch.
-    assert len(proof_sends) == 3 and len(proof_sends[2]) == 4
+    # The receipts the three deliveries split off are announced once, after the batch's commit.
+    assert len(proof_sends) == 1 and len(proof_sends[0]) >= 3
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     # Each response was stored with its key: a retry replays it byte for byte.
     again = buyer.post("/api/v1/orders", body("buy", "4", "605.00", "b2"), key="b2-key")
@@ -142,20 +140,19 @@ def test_orders_queued_together_are_placed_in_queue_order_the_buys_in_one_batch(
 def test_a_refused_order_rolls_back_alone_and_its_key_can_be_used_again(market) -> None:
     _, seller, buyer = market
     broke = client_for(UserFactory(member=funded_member("10.00")))
-    responses = in_batches([
+    responses = in_one_batch([
         lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
         lambda: broke.post("/api/v1/orders", body("buy", "5", "600.00", "poor"), key="broke-key"),
-        lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "b1")),
-        lambda: buyer.post("/api/v1/orders", body("buy", "1", "599.00", "b2")),
         lambda: seller.post("/api/v1/orders", body("sell", "50", "600.00", "too-much")),
-    ], batches=3)  # s1; the three buys, the first refused in its savepoint; the sell refused alone
-    assert [r.status_code for r in responses] == [201, 409, 201, 201, 409], [r.content for r in responses]
+        lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "b1")),
+        lambda: seller.post("/api/v1/orders", body("sell", "1", "599.00", "s2")),
+    ])
+    assert [r.status_code for r in responses] == [201, 409, 409, 201, 201], [r.content for r in responses]
     assert responses[1].json()["code"] == "insufficient_cash"
-    assert responses[4].json()["code"] == "insufficient_receipts"
-    # After the refusal the book was rebuilt from the batch's own rows: b1 met s1 at 600; b2 rests below.
-    assert [t["price"] for t in responses[2].json()["trades"]] == ["600.0000"]
-    assert responses[3].json()["trades"] == []
-    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"blocker", "s1", "b1", "b2"}
+    assert responses[2].json()["code"] == "insufficient_receipts"
+    # After the refusals the book was rebuilt from the batch's own rows: b1 met s1 at 600; s2 rests below.
+    assert [t["price"] for t in responses[3].json()["trades"]] == ["600.0000"]
+    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"blocker", "s1", "b1", "s2"}
     assert not IdempotencyRecord.objects.filter(key="broke-key").exists()
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     assert_value_invariants()
@@ -171,8 +168,8 @@ def test_a_refused_order_rolls_back_alone_and_its_key_can_be_used_again(market) 
 def test_the_same_key_twice_in_one_batch_is_in_progress_for_the_second(market) -> None:
     _, _, buyer = market
     order = body("buy", "1", "590.00", "twice")
-    responses = in_batches([lambda: buyer.post("/api/v1/orders", order, key="same-key"),
-                              lambda: buyer.post("/api/v1/orders", order, key="same-key")], batches=1)
+    responses = in_one_batch([lambda: buyer.post("/api/v1/orders", order, key="same-key"),
+                              lambda: buyer.post("/api/v1/orders", order, key="same-key")])
     assert [r.status_code for r in responses] == [201, 409]
     assert responses[1].json()["code"] == "idempotency_in_flight"
     replay = buyer.post("/api/v1/orders", order, key="same-key")
@@ -192,23 +189,22 @@ def test_a_batch_whose_commit_fails_answers_every_order_with_the_error_and_write
                        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.client_order_id = 'poison') "
                        "EXECUTE FUNCTION test_refuse()")
     try:
-        responses = in_batches([
+        responses = in_one_batch([
             lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
-            lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "fine")),
             lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "poison")),
             lambda: buyer.post("/api/v1/orders", body("buy", "1", "0.5", "off-tick")),
-        ], batches=2)  # s1 alone; the three buys, whose commit fails
+        ])
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER test_refuse ON trading_order; DROP FUNCTION test_refuse()")
     # The orders that ran get the commit's error (a 500); a refusal keeps its own answer; nothing was written.
-    assert [r.status_code for r in responses] == [201, 500, 500, 400], [r.content for r in responses]
-    assert responses[1].json()["code"] == "server_error" and responses[3].json()["code"] == "out_of_band"
-    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"blocker", "s1"}  # their own batches
-    assert not Trade.objects.exists() and IdempotencyRecord.objects.count() == 2
-    # The book this process cached during the failed batch is not trusted: the next order meets s1 as committed.
+    assert [r.status_code for r in responses] == [500, 500, 400], [r.content for r in responses]
+    assert responses[0].json()["code"] == "server_error" and responses[2].json()["code"] == "out_of_band"
+    assert list(Order.objects.values_list("client_order_id", flat=True)) == ["blocker"]  # its own batch
+    assert not Trade.objects.exists() and IdempotencyRecord.objects.count() == 1
+    # The book this process cached during the failed batch is not trusted: the next order sees an empty book.
     after = buyer.post("/api/v1/orders", body("buy", "2", "600.00", "after"))
-    assert after.status_code == 201 and [t["quantity_kg"] for t in after.json()["trades"]] == ["2.000"]
+    assert after.status_code == 201 and after.json()["trades"] == []
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     assert_value_invariants()
 
@@ -310,9 +306,8 @@ def test_a_sell_alone_encumbers_its_receipts_before_taking_the_instruments_lock(
 
 def test_members_buying_and_selling_at_once_never_deadlock(market) -> None:
     """Sells lock their receipts before the instrument, buys their cash after it; each member here does both,
-    against the others and itself (self-trade prevention), from twelve threads, over the API (orders alone and
-    in batches) and through the service the portal calls. Nothing deadlocks (PostgreSQL would abort one side:
-    a 500 or an error raised) and the books balance."""
+    against the others and itself (self-trade prevention), from twelve threads. Nothing deadlocks (PostgreSQL
+    would abort one side: a 500) and the books balance."""
     world, _, _ = market
     traders = []
     for _ in range(4):
@@ -331,16 +326,9 @@ def test_members_buying_and_selling_at_once_never_deadlock(market) -> None:
             barrier.wait()
             for i in range(15):
                 side = "sell" if (t + i) % 2 else "buy"
-                order = body(side, "1", f"{598 + (t * 7 + i) % 5}.00", f"m-{t}-{i}")
-                if t % 3 == 2:  # the portal's way in: the service, outside any batch
-                    order_place(member=client.user.member, instrument=Instrument.objects.get(code="GA-6N-CN"),
-                                **{k: v for k, v in order.items() if k != "instrument"})
-                    status, code = 201, ""
-                else:
-                    response = client.post("/api/v1/orders", order)
-                    status, code = response.status_code, response.json().get("code", "")
+                response = client.post("/api/v1/orders", body(side, "1", f"{598 + (t * 7 + i) % 5}.00", f"m-{t}-{i}"))
                 with lock:
-                    statuses.append((status, code))
+                    statuses.append((response.status_code, response.json().get("code", "")))
         finally:
             connections.close_all()
 
