@@ -104,38 +104,27 @@ class Outcome:
         return response
 
 
-def claim_key(req: IdempotentRequest) -> Outcome | int:
-    """Claim the request's key inside the caller's transaction: the id of its new row, or the first response
-    (a replay). A row of this transaction without a response yet (the same key twice in one batch of orders) is a
-    request still in progress: 409, as for a concurrent one."""
+def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Outcome:
+    """Claim the key and run `work` (which returns status and body data), inside the caller's transaction;
+    or answer with the first response. The caller writes the new response (`record_responses`) before commit.
+
+    A row of this transaction without a response yet (the same key twice in one batch of orders) is a request
+    still in progress: 409, as for a concurrent one."""
     locked, record_id = _claim(req.member.pk, req.key, req.fingerprint, req.method, req.path)
     if not locked:
         raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
                        code="idempotency_in_flight")
-    if record_id is not None:
-        return record_id
-    first = IdempotencyRecord.objects.filter(member=req.member, key=req.key).first()
-    if first is None or first.response_status == 0:  # purged since the insert found it, or not answered yet
-        raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
-                       code="idempotency_in_flight")
-    if first.request_hash != req.fingerprint:
-        raise Unprocessable("This Idempotency-Key was used with a different request.", code="idempotency_key_reused")
-    return Outcome(first.response_status, bytes(first.response_body))
-
-
-def answer(record_id: int, status: int, data: Any) -> Outcome:
-    """The new response to the request whose key row is `record_id` (written by `record_responses`)."""
-    return Outcome(status, JSONRenderer().render(data), record_id)
-
-
-def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Outcome:
-    """Claim the key and run `work` (which returns status and body data), inside the caller's transaction;
-    or answer with the first response. The caller writes the new response (`record_responses`) before commit."""
-    claimed = claim_key(req)
-    if isinstance(claimed, Outcome):
-        return claimed
+    if record_id is None:
+        first = IdempotencyRecord.objects.filter(member=req.member, key=req.key).first()
+        if first is None or first.response_status == 0:  # purged since the insert found it, or not answered yet
+            raise Conflict("A request with this Idempotency-Key is still in progress; retry later.",
+                           code="idempotency_in_flight")
+        if first.request_hash != req.fingerprint:
+            raise Unprocessable("This Idempotency-Key was used with a different request.",
+                                code="idempotency_key_reused")
+        return Outcome(first.response_status, bytes(first.response_body))
     status, data = work()
-    return answer(claimed, status, data)
+    return Outcome(status, JSONRenderer().render(data), record_id)
 
 
 def record_responses(outcomes: list[Outcome]) -> None:

@@ -15,20 +15,13 @@ from rest_framework.views import APIView
 
 from config.errors import ValidationFailed
 from members.api import require_member
-from members.idempotency import Outcome, answer, claim_key, idempotent, idempotent_request
+from members.idempotency import Outcome, idempotent, idempotent_request, run_once
 from receipts.models import Receipt
 from trading import selectors
 from trading.batching import place_batched
-from trading.models import Account, Instrument, Order, Side, Trade
+from trading.models import Account, Instrument, Order, Trade
 from trading.selectors import OrderInstrument
-from trading.services import (
-    OrderResult,
-    Reservation,
-    order_cancel,
-    order_place,
-    order_reserve,
-    withdrawal_request,
-)
+from trading.services import order_cancel, order_place, withdrawal_request
 
 
 class InstrumentSerializer(serializers.ModelSerializer):
@@ -149,39 +142,22 @@ class OrderListCreateView(APIView):
         values = dict(data.validated_data)
         code = values.pop("instrument")
 
-        def prepare(found: OrderInstrument | None) -> Outcome | tuple[int, Reservation | OrderResult | None]:
-            # In the batch's transaction: the key's claim, then, for a sell, its order row and receipts, before
-            # the instrument's lock when the order is alone in its batch (`found` None).
-            claimed = claim_key(req)
-            if isinstance(claimed, Outcome):
-                return claimed  # the first response, replayed
-            reserved = None
-            if values["side"] == Side.SELL:
-                found = found or selectors.instrument_for_order(code)
-                if found is None:
-                    raise Http404
-                reserved = order_reserve(member=req.member, instrument=found.instrument, **values)
-            return claimed, reserved
-
-        def work(found: OrderInstrument | None, prepared: Any) -> Outcome:
-            # With the instrument read and locked (`order_place` does not lock it again); a refusal rolls back
-            # this order and its key row alone (its savepoint, or its whole transaction when alone).
-            if isinstance(prepared, Outcome):
-                return prepared
-            record_id, reserved = prepared
-            if isinstance(reserved, OrderResult):
-                result = reserved  # a client order id replayed
-            else:
+        def work(found: OrderInstrument | None) -> Outcome:
+            # In the batch's transaction, with the instrument read and locked (`order_place` does not lock it
+            # again) and in a savepoint of its own: a refusal rolls back this order and its key row alone.
+            def place() -> tuple[int, Any]:
                 if found is None:
                     raise Http404
                 result = order_place(member=req.member, instrument=found.instrument, savepoint=False, locked=True,
-                                     delivery_countries=found.delivery_countries, reserved=reserved, **values)
-            body = {"order": _ORDER_OUT.to_representation(result.order),
-                    "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
-                    "cancelled_order_ids": result.cancelled_order_ids}
-            return answer(record_id, 200 if result.replayed else 201, body)
+                                     delivery_countries=found.delivery_countries, **values)
+                body = {"order": _ORDER_OUT.to_representation(result.order),
+                        "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
+                        "cancelled_order_ids": result.cancelled_order_ids}
+                return (200 if result.replayed else 201), body
 
-        return place_batched(code, prepare, work).response()
+            return run_once(req, place)
+
+        return place_batched(code, work).response()
 
 
 class OrderDetailView(APIView):

@@ -7,14 +7,10 @@ catch-up on the other process's last command, its own commit and its after-commi
 worker could hold only one order. Here the request threads of a process (gunicorn's gthread worker) queue
 their orders per instrument; one of them, the *combiner*, takes every order queued for that instrument
 (up to `MAX_BATCH`), opens one transaction, locks the instrument once, runs each order in its own savepoint
-(a refused order rolls back alone and its requester gets its error; the others go on), writes the
+(a refused order rolls back alone and its requester gets its error; the others go on; an order alone in its
+batch needs none), writes the
 Idempotency-Key responses in one statement, commits once, and hands each requester its outcome. Orders are
 placed in the order they were queued; while a batch runs, the next one queues (flat combining).
-
-An order alone in the queue (always so under the sync worker) is prepared before the instrument's lock is
-taken: its key is claimed and, for a sell, its order row inserted and its receipts encumbered
-(`order_reserve`), so the lock is held only for the book and settlement; a refusal rolls back its whole
-transaction, so it needs no savepoint.
 
 An order is acknowledged only after the commit of its batch, as before: a batch whose commit fails answers
 every one of its orders with that error, and nothing of any of them was written.
@@ -26,7 +22,6 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import transaction
 
@@ -39,14 +34,11 @@ from trading.selectors import OrderInstrument
 # the ids of at most 64 per transaction in shared memory before other sessions' snapshots get slower.
 MAX_BATCH = 32
 
-# prepare(found) -> prepared, then work(found, prepared) -> outcome; see `place_batched`.
-Prepare = Callable[[OrderInstrument | None], Any]
-Work = Callable[[OrderInstrument | None, Any], Outcome]
+Work = Callable[[OrderInstrument | None], Outcome]
 
 
 @dataclass(eq=False)
 class _Job:
-    prepare: Prepare
     work: Work
     done: bool = False
     outcome: Outcome | None = None
@@ -97,17 +89,13 @@ def _lane(code: str) -> _Lane:
         return _LANES.setdefault(code, _Lane())
 
 
-def place_batched(code: str, prepare: Prepare, work: Work) -> Outcome:
-    """Place an order for the instrument `code` in the next batch of this process, and return its outcome (or
-    raise its error). Both callables run in the combiner's thread inside the batch's transaction, in a savepoint
-    of the order's own when the batch holds several: `prepare(found)` claims the Idempotency-Key and does what
-    needs no instrument lock (a sell's reservation, `order_reserve`); `work(found, prepared)` places the order
-    (`order_place(locked=True, savepoint=False)`). `found` is the instrument read and locked (None if no
-    instrument has that code) for `work`; `prepare` gets it too, except for an order alone in its batch (the
-    sync worker's case), whose `prepare` runs before the lock is taken (`found` None: it reads what it needs
-    itself). The calling thread becomes the combiner when no batch of this instrument is running in the
-    process."""
-    lane, job = _lane(code), _Job(prepare, work)
+def place_batched(code: str, work: Work) -> Outcome:
+    """Run `work` for the instrument `code` in the next batch of this process, and return its outcome (or
+    raise its error). `work` is called in the combiner's thread inside the batch's transaction, in a savepoint
+    of its own, with the instrument read and locked (None if no instrument has that code); it claims its
+    Idempotency-Key and places its order (`order_place(locked=True, savepoint=False)`). The calling thread
+    becomes the combiner when no batch of this instrument is running in the process."""
+    lane, job = _lane(code), _Job(work)
     with lane.ready:
         lane.queue.append(job)
         while lane.busy and not job.done:
@@ -126,35 +114,25 @@ def place_batched(code: str, prepare: Prepare, work: Work) -> Outcome:
 
 
 def _run_batch(code: str, lane: _Lane) -> None:
-    """One transaction: an order alone in the queue is prepared, then placed under the instrument's lock;
-    several are placed under the lock each in its own savepoint (up to MAX_BATCH). Their responses are written,
-    the transaction commits, and they are marked done (with the commit's error if it failed)."""
+    """One transaction: lock the instrument, run every queued order (up to MAX_BATCH) in its own savepoint,
+    write their responses, commit; then mark them done (with the commit's error if it failed)."""
     batch: list[_Job] = []
     answers: list[tuple[_Job, Outcome | None, BaseException | None]] = []
     try:
         with contextlib.ExitStack() as pipelined, after_commit.merged(), transaction.atomic(durable=True):
+            found = selectors.instrument_for_order(code, lock=True)
+            # Taken after the lock: orders that queued while it was awaited go in this batch.
             with lane.ready:
-                alone = len(lane.queue) == 1
-                if alone:
-                    batch, lane.queue = lane.queue, []
-            if alone:
-                # The order prepares before the lock (a sell encumbers its receipts), then holds the lock only
-                # for what needs it; a refusal rolls back the whole transaction: no savepoint to pay for.
-                _count(batch)
-                job = batch[0]
-                prepared = job.prepare(None)
-                answers.append((job, job.work(selectors.instrument_for_order(code, lock=True), prepared), None))
-            else:
-                found = selectors.instrument_for_order(code, lock=True)
-                # Taken after the lock: orders that queued while it was awaited go in this batch.
-                with lane.ready:
-                    batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
-                _count(batch)
-            for job in [] if alone else batch:
+                batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
+                STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
+                STATS.largest = max(STATS.largest, len(batch))
+            if len(batch) == 1:  # alone, a refusal rolls back the whole transaction: no savepoint to pay for
+                answers.append((batch[0], batch[0].work(found), None))
+            for job in batch if len(batch) > 1 else []:
                 seq = found.instrument.book_seq if found else 0
                 try:
                     with transaction.atomic(), after_commit.part():
-                        answers.append((job, job.work(found, job.prepare(found)), None))
+                        answers.append((job, job.work(found), None))
                 except Exception as refusal:  # noqa: BLE001 - the order's own refusal, handed to its requester
                     answers.append((job, None, refusal))
                     if found:  # its savepoint rolled back the book and its seq: rebuild the book for the next
@@ -174,12 +152,6 @@ def _run_batch(code: str, lane: _Lane) -> None:
             raise
         return
     _finish(lane, answers)
-
-
-def _count(batch: list[_Job]) -> None:
-    with _LANES_LOCK:
-        STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
-        STATS.largest = max(STATS.largest, len(batch))
 
 
 def _finish(lane: _Lane, answers: list[tuple[_Job, Outcome | None, BaseException | None]]) -> None:

@@ -38,9 +38,8 @@ def _rebuild(instrument: Instrument) -> CachedBook:
 
     global rebuilds
     rebuilds += 1
-    # book_seq 0: a sell reserved in this transaction (`order_reserve`), not yet on the book.
     resting = (Order.objects.filter(instrument=instrument, status__in=LIVE_ORDER_STATUSES,
-                                    order_type=OrderType.LIMIT, tif="GTC", book_seq__gt=0)
+                                    order_type=OrderType.LIMIT, tif="GTC")
                .order_by("book_seq").values_list("pk", "member_id", "side", "price", "quantity_kg", "filled_kg"))
     book = OrderBook.restore(
         (pk, member_id, side, to_ticks(cast(Decimal, price), instrument), to_units(qty - filled))  # limits: priced

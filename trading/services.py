@@ -189,8 +189,7 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
 
 def order_place(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
                 quantity_kg: Any, price: Any, client_order_id: str, savepoint: bool = True,
-                locked: bool = False, delivery_countries: Sequence[str] | None = None,
-                reserved: Reservation | None = None) -> OrderResult:
+                locked: bool = False, delivery_countries: Sequence[str] | None = None) -> OrderResult:
     """Accept, match and settle one order. Takes the instrument's row lock, then accounts and receipts.
 
     Inside a caller's transaction the order runs in a savepoint, so a refusal leaves the caller's transaction
@@ -200,10 +199,7 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
     `locked`: the caller read `instrument` with its row lock in the current transaction
     (`selectors.instrument_for_order(code, lock=True)`, the API's read): it is not read and locked again.
     `delivery_countries`: where a buy may be delivered from, if the caller read it with the instrument (that
-    read gives it); otherwise read here.
-    `reserved`: the sell's order row and receipts, written earlier in the same transaction by `order_reserve`
-    (before the instrument's lock); the order is checked again against the locked instrument, then goes on the
-    book."""
+    read gives it); otherwise read here."""
     if not client_order_id or len(client_order_id) > 64:
         raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
                             field="client_order_id")
@@ -219,14 +215,13 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
     try:
         with transaction.atomic(savepoint=savepoint):
             return _place_locked(member, instrument if locked else instrument_locked(instrument.pk), ticket,
-                                 client_order_id, reserved)
+                                 client_order_id)
     except BaseException:
         book_cache.drop(instrument.pk)
         raise
 
 
-def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str,
-                  reserved: Reservation | None = None) -> OrderResult:
+def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str) -> OrderResult:
     """The order under its instrument's row lock; `instrument` was read with the lock."""
     cached = book_cache.book_for(instrument)  # before the insert: a rebuilt book must not hold this order yet
     seq = instrument.book_seq + 1
@@ -234,27 +229,26 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
         else Decimal(0)
     command = BookCommand(instrument=instrument, seq=seq, kind="submit", owner=member.pk, side=ticket.side,
                           quantity=to_units(ticket.quantity_kg), price=ticket.engine_price, tif=ticket.tif)
-    if reserved is not None:
-        row = reserved.order  # a market order's protective price is the band edge at the lock: not compared
-        if (row.instrument_id, row.side, row.order_type, row.tif, row.quantity_kg, row.price) != (
-                instrument.pk, ticket.side, ticket.order_type, ticket.tif, ticket.quantity_kg,
-                ticket.price if ticket.order_type == OrderType.LIMIT else None):
-            raise ValueError("the reservation is for another order")
-        order = reserved.order
-        order.book_seq = seq  # the row's book_seq 0 (reserved) becomes its place in the command log
-        write_rows(updates=[*_command_log(instrument, command, order.pk),
-                            ("UPDATE trading_order SET book_seq = %s WHERE id = %s", [seq, order.pk])])
-    else:
-        inserted = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold, command=command)
-        if inserted is None:
-            return _replayed(member, instrument, ticket, client_order_id)
-        order = inserted
+    order = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold, command=command)
+    if order is None:
+        existing = Order.objects.get(member=member, client_order_id=client_order_id)
+        # A replay is the same order: a market order's protective price is the band edge of the day, so it
+        # is compared as "no limit".
+        same = (existing.instrument_id == instrument.pk and existing.side == ticket.side
+                and existing.quantity_kg == ticket.quantity_kg and existing.order_type == ticket.order_type
+                and existing.tif == ticket.tif
+                and existing.price == (ticket.price if ticket.order_type == OrderType.LIMIT else None))
+        if not same:
+            raise Unprocessable("client_order_id was already used for a different order.",
+                                code="client_order_id_reused")
+        return OrderResult(order=existing, trades=list(Trade.objects.filter(
+            buy_order=existing) | Trade.objects.filter(sell_order=existing)), replayed=True)
     if instrument.status != InstrumentStatus.OPEN:
         raise Conflict(f"{instrument.code} is halted.", code="instrument_halted")  # the insert rolls back
     # Cash moves in one batch of journal entries at the end (hold, trades, releases; ledger.post_many, in
     # _settle): the buyer's hold is checked there before anything is written, and a refusal rolls the order
     # back whole.
-    if ticket.side == Side.SELL and reserved is None:
+    if ticket.side == Side.SELL:
         receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
                           order_ref=f"O{order.pk}")
 
@@ -266,56 +260,6 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
     if result.trades:
         on_commit_merged(("candles", instrument.pk), [instrument.pk], _fold_candles)
     return result
-
-
-def _replayed(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str) -> OrderResult:
-    """The member's order with this client order id, if it is the same order (a replay); else 422."""
-    existing = Order.objects.get(member=member, client_order_id=client_order_id)
-    # A replay is the same order: a market order's protective price is the band edge of the day, so it is
-    # compared as "no limit".
-    same = (existing.instrument_id == instrument.pk and existing.side == ticket.side
-            and existing.quantity_kg == ticket.quantity_kg and existing.order_type == ticket.order_type
-            and existing.tif == ticket.tif
-            and existing.price == (ticket.price if ticket.order_type == OrderType.LIMIT else None))
-    if not same:
-        raise Unprocessable("client_order_id was already used for a different order.", code="client_order_id_reused")
-    return OrderResult(order=existing, trades=list(Trade.objects.filter(
-        buy_order=existing) | Trade.objects.filter(sell_order=existing)), replayed=True)
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A sell order's row (book_seq 0: not on the book yet) and its encumbered receipts, written before the
-    instrument's row lock is taken (`order_reserve`); `order_place(reserved=...)` puts it on the book."""
-    order: Order
-
-
-def order_reserve(*, member: Member, instrument: Instrument, side: str, order_type: str, tif: str,
-                  quantity_kg: Any, price: Any, client_order_id: str) -> Reservation | OrderResult | None:
-    """What a sell can do before its instrument's row lock, in the caller's transaction: check it, insert its
-    order row (the client order id's replay check) and encumber its receipts. None for a buy (its cash is held
-    under the lock, with the trades: a buyer's account is also a maker's, which settlement locks under the
-    instrument's lock, so taking it first could deadlock); an OrderResult for a replay.
-
-    The encumbrance (a locked read, a split and its signed events: a third of a sell's time) then no longer
-    holds the instrument's lock, which serialises its book. Deadlock-free: it locks only the seller's active
-    receipts, in key order, and nothing done under an instrument's lock waits for an active receipt (settlement
-    moves encumbered ones; a freeze pulls an order under the lock, then releases its encumbered receipts).
-    `instrument` need not be locked; `order_place` checks the order again under the lock."""
-    if side != Side.SELL:
-        return None
-    if not client_order_id or len(client_order_id) > 64:
-        raise OrderRejected("client_order_id is required (at most 64 characters).", code="invalid_client_order_id",
-                            field="client_order_id")
-    ticket = check_order(instrument=instrument, side=side, order_type=order_type, tif=tif,
-                         quantity_kg=quantity_kg, price=price)
-    policy.require(policy.can_trade(member))
-    order = _order_insert(member, instrument, ticket, client_order_id, seq=0, hold=Decimal(0), command=None)
-    if order is None:
-        return _replayed(member, instrument, ticket, client_order_id)
-    receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
-                      order_ref=f"O{order.pk}")
-    return Reservation(order)
 
 
 def _log_command(instrument: Instrument, command: BookCommand) -> None:
@@ -342,20 +286,20 @@ def _command_log(instrument: Instrument, command: BookCommand, order_id: int | N
 
 
 def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
-                  hold: Decimal, command: BookCommand | None) -> Order | None:
+                  hold: Decimal, command: BookCommand) -> Order | None:
     """Insert the order, or nothing when the member already has one with this client order id (None): one
     statement is both the replay check and the insert. ON CONFLICT sees committed rows whatever the snapshot,
     and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key.
 
     The same statement appends the order's `command` (a submit; its order is the new row) to the book's
     command log and moves the instrument's `book_seq` to it (`_command_log`); a replay writes neither.
-    The caller holds the instrument's row lock. Without `command` (a reservation, `seq` 0), the row alone."""
+    The caller holds the instrument's row lock."""
     order = Order(member=member, instrument=instrument, client_order_id=client_order_id, side=ticket.side,
                   order_type=ticket.order_type, tif=ticket.tif,
                   price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
                   quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), held_amount=hold, book_seq=seq)
     inserted = insert_rows([order], unless_exists_on=("member", "client_order_id"),
-                           then=_command_log(instrument, command, None) if command else ())
+                           then=_command_log(instrument, command, None))
     return order if inserted else None
 
 
