@@ -126,20 +126,42 @@ def main() -> None:
         post(n, "warm")
 
     statements: Counter[str] = Counter()
+    # The instrument's row lock: from the return of the statement that takes it to the return of the COMMIT that
+    # releases it, with the statements sent in between. One connection and nothing else running, so this is the
+    # lock's floor; under load (bench/orders_api.py) the holder also waits for the CPU.
+    held = {"since": 0.0, "seconds": 0.0, "statements": 0, "holds": 0}
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         statements[statement_kind(sql)] += 1
-        return execute(sql, params, many, context)
+        if held["since"]:
+            held["statements"] += 1
+        result = execute(sql, params, many, context)
+        if "FROM trading_instrument i" in sql and "FOR UPDATE" in sql:
+            held["since"] = time.perf_counter()
+        return result
+
+    commit = connection._commit
+
+    def commit_and_release() -> Any:
+        result = commit()
+        if held["since"]:
+            held["seconds"] += time.perf_counter() - held["since"]
+            held["holds"] += 1
+            held["statements"] += 1  # the COMMIT
+            held["since"] = 0.0
+        return result
 
     statuses.clear()
     with connection.cursor() as cursor:  # the server process behind this connection (same machine)
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
     wall, cpu, pg = time.perf_counter(), time.process_time(), process_cpu_seconds(backend)
+    connection._commit = commit_and_release
     with connection.execute_wrapper(count):
         for n in range(args.orders):
             post(n, "measure")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    del connection._commit
     pg_after = process_cpu_seconds(backend)
 
     measured = dict(statuses)
@@ -160,6 +182,9 @@ def main() -> None:
     if pg is not None and pg_after is not None:
         print(f"PostgreSQL: {(pg_after - pg) / n * 1000:.2f} ms CPU per order in the server process of this "
               "connection (WAL writer and other background processes not counted)")
+    if held["holds"]:
+        print(f"instrument lock held {held['seconds'] / held['holds'] * 1000:.2f} ms per order, "
+              f"{held['statements'] / held['holds']:.1f} statements (the COMMIT included) while held")
     print(f"SQL statements per order: {sum(statements.values()) / n:.1f}")
     for kind, k in statements.most_common():
         print(f"  {k / n:6.2f}  {kind}")
