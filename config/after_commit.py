@@ -51,15 +51,22 @@ def on_commit_merged(key: Hashable, items: Iterable[Any], send: Send) -> None:
 
 
 @contextlib.contextmanager
-def merged() -> Iterator[None]:
-    """Gather `on_commit_merged` calls; send each key once when the block ends without an error."""
+def _gathering() -> Iterator[_Gathered]:
+    """A new innermost scope of gathered publishes for the block; it is left when the block ends, error or not."""
     stack: list[_Gathered] = _local.__dict__.setdefault("stack", [])
     gathered = _Gathered()
     stack.append(gathered)
     try:
-        yield
+        yield gathered
     finally:
         stack.pop()
+
+
+@contextlib.contextmanager
+def merged() -> Iterator[None]:
+    """Gather `on_commit_merged` calls; send each key once when the block ends without an error."""
+    with _gathering() as gathered:
+        yield
     for key, items in gathered.items.items():
         distinct = sorted(set(items))
         if distinct:
@@ -72,14 +79,9 @@ def merged() -> Iterator[None]:
 @contextlib.contextmanager
 def part() -> Iterator[None]:
     """Inside `merged()`: what the block gathers joins the rest only if it ends without an error."""
-    stack: list[_Gathered] = _local.__dict__.setdefault("stack", [])
-    if not stack:
+    if not getattr(_local, "stack", None):
         yield
         return
-    gathered = _Gathered()
-    stack.append(gathered)
-    try:
+    with _gathering() as gathered:
         yield
-    finally:
-        stack.pop()
-    stack[-1].absorb(gathered)
+    _local.stack[-1].absorb(gathered)
