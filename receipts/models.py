@@ -259,7 +259,11 @@ class Receipt(models.Model):
 
     class Meta:
         ordering = ["number"]
-        indexes = [models.Index(fields=["holder", "status"]), models.Index(fields=["lot", "status"])]
+        indexes = [models.Index(fields=["holder", "status"]), models.Index(fields=["lot", "status"]),
+                   # The receipts an order holds (delivery, release): found by its reference, not by scanning
+                   # every encumbered receipt of the seller, however many orders it has resting.
+                   models.Index(fields=["encumbrance_ref"], condition=Q(status="encumbered"),
+                                name="receipt_encumbered_by")]
         constraints = [
             models.UniqueConstraint(fields=["number"], name="receipt_number_unique"),
             models.CheckConstraint(condition=Q(quantity_kg__gt=0), name="receipt_quantity_positive"),
