@@ -118,16 +118,21 @@ end
 HZ = os.sysconf("SC_CLK_TCK")
 
 
+def process_ticks(pid: int) -> int | None:
+    """User + system CPU time of process `pid` so far, in clock ticks (Linux /proc); None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
 def cpu_jiffies(server_pid: int) -> dict[str, int]:
     """CPU time so far (user + system, in clock ticks) of the gunicorn workers, of every PostgreSQL process, of
     Redis, of wrk (the waited-for children of this process) and of the whole machine (all cores, from
     /proc/stat): where each order's CPU goes, by process."""
     def ticks(pid: int) -> int:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            return 0
-        return int(fields[11]) + int(fields[12])  # utime, stime
+        return process_ticks(pid) or 0  # gone meanwhile: nothing more to count
 
     def command(pid: int) -> str:
         try:

@@ -86,16 +86,6 @@ def statement_kind(sql: str) -> str:
     return f"{verb} {table.group(1)}" if table else verb
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process `pid` so far (Linux /proc), or None where it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=500)
@@ -155,14 +145,14 @@ def main() -> None:
     with connection.cursor() as cursor:  # the server process behind this connection (same machine)
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
-    wall, cpu, pg = time.perf_counter(), time.process_time(), process_cpu_seconds(backend)
+    wall, cpu, pg = time.perf_counter(), time.process_time(), orders_api.process_ticks(backend)
     connection._commit = commit_and_release
     with connection.execute_wrapper(count):
         for n in range(args.orders):
             post(n, "measure")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     del connection._commit
-    pg_after = process_cpu_seconds(backend)
+    pg_after = orders_api.process_ticks(backend)
 
     measured = dict(statuses)
     profile = cProfile.Profile()
@@ -180,7 +170,7 @@ def main() -> None:
     print(f"per order: {wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU of this process "
           f"({n / wall:.0f} orders/s on one connection, no HTTP)")
     if pg is not None and pg_after is not None:
-        print(f"PostgreSQL: {(pg_after - pg) / n * 1000:.2f} ms CPU per order in the server process of this "
+        print(f"PostgreSQL: {(pg_after - pg) / orders_api.HZ / n * 1000:.2f} ms CPU per order in the server process of this "
               "connection (WAL writer and other background processes not counted)")
     if held["holds"]:
         print(f"instrument lock held {held['seconds'] / held['holds'] * 1000:.2f} ms per order, "

@@ -128,9 +128,8 @@ def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Out
 
 
 def record_responses(outcomes: list[Outcome]) -> None:
-    """Write the new outcomes' responses into their key rows, in one statement. With `pipelined`, on
-    PostgreSQL the statement and the COMMIT that follows reach the server together (psycopg's pipeline mode,
-    entered here for the rest of the transaction by the caller's ExitStack)."""
+    """Write the new outcomes' responses into their key rows, in one statement (after `enter_pipeline`, sent
+    with the COMMIT that follows)."""
     rows = [(o.record_id, o.status, o.body) for o in outcomes if o.record_id is not None]
     if rows:
         write_rows(updates=update_rows("members_idempotencyrecord",

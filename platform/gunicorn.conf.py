@@ -14,13 +14,3 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
-
-def post_fork(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
-    # How long a thread may keep the GIL before another that waits gets it (CPython's default: 5 ms). With
-    # gthread, a thread running a batch of orders waits for the GIL after each of its statements while other
-    # threads parse requests; a shorter interval lets it back sooner. Unset: CPython's default.
-    interval = os.environ.get("PYTHON_SWITCH_INTERVAL_MS")
-    if interval:
-        import sys
-
-        sys.setswitchinterval(float(interval) / 1000)

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from config.errors import ValidationFailed
 from members.api import require_member
-from members.idempotency import Outcome, idempotent, idempotent_request, run_once
+from members.idempotency import idempotent, idempotent_request
 from receipts.models import Receipt
 from trading import selectors
 from trading.batching import place_batched
@@ -142,22 +142,19 @@ class OrderListCreateView(APIView):
         values = dict(data.validated_data)
         code = values.pop("instrument")
 
-        def work(found: OrderInstrument | None) -> Outcome:
+        def place(found: OrderInstrument | None) -> tuple[int, Any]:
             # In the batch's transaction, with the instrument read and locked (`order_place` does not lock it
             # again) and in a savepoint of its own: a refusal rolls back this order and its key row alone.
-            def place() -> tuple[int, Any]:
-                if found is None:
-                    raise Http404
-                result = order_place(member=req.member, instrument=found.instrument, savepoint=False, locked=True,
-                                     delivery_countries=found.delivery_countries, **values)
-                body = {"order": _ORDER_OUT.to_representation(result.order),
-                        "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
-                        "cancelled_order_ids": result.cancelled_order_ids}
-                return (200 if result.replayed else 201), body
+            if found is None:
+                raise Http404
+            result = order_place(member=req.member, instrument=found.instrument, savepoint=False, locked=True,
+                                 delivery_countries=found.delivery_countries, **values)
+            body = {"order": _ORDER_OUT.to_representation(result.order),
+                    "trades": [_OWN_TRADE_OUT.to_representation(trade) for trade in result.trades],
+                    "cancelled_order_ids": result.cancelled_order_ids}
+            return (200 if result.replayed else 201), body
 
-            return run_once(req, place)
-
-        return place_batched(code, work).response()
+        return place_batched(code, req, place).response()
 
 
 class OrderDetailView(APIView):

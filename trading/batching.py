@@ -22,11 +22,12 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 
 from config import after_commit
-from members.idempotency import Outcome, enter_pipeline, record_responses
+from members.idempotency import IdempotentRequest, Outcome, enter_pipeline, record_responses, run_once
 from trading import book_cache, selectors
 from trading.selectors import OrderInstrument
 
@@ -34,15 +35,22 @@ from trading.selectors import OrderInstrument
 # the ids of at most 64 per transaction in shared memory before other sessions' snapshots get slower.
 MAX_BATCH = 32
 
-Work = Callable[[OrderInstrument | None], Outcome]
+# Places one order with the instrument read and locked (None: no instrument has that code); returns the
+# response's status and body data.
+Place = Callable[[OrderInstrument | None], tuple[int, Any]]
 
 
 @dataclass(eq=False)
 class _Job:
-    work: Work
+    req: IdempotentRequest
+    place: Place
     done: bool = False
     outcome: Outcome | None = None
     error: BaseException | None = None
+
+    def run(self, found: OrderInstrument | None) -> Outcome:
+        """Claim the order's Idempotency-Key and place it (or replay the key's first answer)."""
+        return run_once(self.req, lambda: self.place(found))
 
     def answer(self) -> Outcome:
         if self.error is not None:
@@ -89,13 +97,13 @@ def _lane(code: str) -> _Lane:
         return _LANES.setdefault(code, _Lane())
 
 
-def place_batched(code: str, work: Work) -> Outcome:
-    """Run `work` for the instrument `code` in the next batch of this process, and return its outcome (or
-    raise its error). `work` is called in the combiner's thread inside the batch's transaction, in a savepoint
-    of its own, with the instrument read and locked (None if no instrument has that code); it claims its
-    Idempotency-Key and places its order (`order_place(locked=True, savepoint=False)`). The calling thread
-    becomes the combiner when no batch of this instrument is running in the process."""
-    lane, job = _lane(code), _Job(work)
+def place_batched(code: str, req: IdempotentRequest, place: Place) -> Outcome:
+    """Place an order for the instrument `code` in the next batch of this process, and return its outcome (or
+    raise its error). In the combiner's thread, inside the batch's transaction and in a savepoint of its own,
+    the request's Idempotency-Key is claimed and `place` called with the instrument read and locked; it places
+    the order (`order_place(locked=True, savepoint=False)`). The calling thread becomes the combiner when no
+    batch of this instrument is running in the process."""
+    lane, job = _lane(code), _Job(req, place)
     with lane.ready:
         lane.queue.append(job)
         while lane.busy and not job.done:
@@ -127,17 +135,9 @@ def _run_batch(code: str, lane: _Lane) -> None:
                 STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
                 STATS.largest = max(STATS.largest, len(batch))
             if len(batch) == 1:  # alone, a refusal rolls back the whole transaction: no savepoint to pay for
-                answers.append((batch[0], batch[0].work(found), None))
-            for job in batch if len(batch) > 1 else []:
-                seq = found.instrument.book_seq if found else 0
-                try:
-                    with transaction.atomic(), after_commit.part():
-                        answers.append((job, job.work(found), None))
-                except Exception as refusal:  # noqa: BLE001 - the order's own refusal, handed to its requester
-                    answers.append((job, None, refusal))
-                    if found:  # its savepoint rolled back the book and its seq: rebuild the book for the next
-                        found.instrument.book_seq = seq
-                        book_cache.drop(found.instrument.pk)
+                answers.append((batch[0], batch[0].run(found), None))
+            else:
+                answers.extend(_run_each(batch, found))
             enter_pipeline(pipelined)
             record_responses([outcome for _, outcome, _ in answers if outcome is not None])
     except BaseException as error:
@@ -152,6 +152,23 @@ def _run_batch(code: str, lane: _Lane) -> None:
             raise
         return
     _finish(lane, answers)
+
+
+def _run_each(batch: list[_Job], found: OrderInstrument | None) -> list[tuple[_Job, Outcome | None,
+                                                                           BaseException | None]]:
+    """Run each order of the batch in a savepoint of its own: a refusal rolls back that order alone."""
+    answers: list[tuple[_Job, Outcome | None, BaseException | None]] = []
+    for job in batch:
+        seq = found.instrument.book_seq if found else 0
+        try:
+            with transaction.atomic(), after_commit.part():
+                answers.append((job, job.run(found), None))
+        except Exception as refusal:  # noqa: BLE001 - the order's own refusal, handed to its requester
+            answers.append((job, None, refusal))
+            if found:  # its savepoint rolled back the book and its seq: rebuild the book for the next
+                found.instrument.book_seq = seq
+                book_cache.drop(found.instrument.pk)
+    return answers
 
 
 def _finish(lane: _Lane, answers: list[tuple[_Job, Outcome | None, BaseException | None]]) -> None:
