@@ -183,6 +183,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "spot-index-publish-due": {"task": "trading.tasks.index_publish_due", "schedule": 600.0},
 }
 INGOT_DEMO_MARKET_MAKER = env.bool("INGOT_DEMO_MARKET_MAKER", default=False)
+
+# After-commit publishes (the ESG evaluation of new receipts, the candle fold) are sent by a thread of each web
+# process every this many milliseconds, merged, instead of one Celery message per transaction
+# (config.after_commit). 0 sends each at its commit.
+AFTER_COMMIT_SPOOL_MS = env.int("AFTER_COMMIT_SPOOL_MS", default=200)
 # Shows the DEMO banner in the portal.
 INGOT_DEMO = env.bool("INGOT_DEMO", default=False)
 CELERY_TASK_ALWAYS_EAGER = False
