@@ -9,18 +9,20 @@ number of samples it was seen in. With `--idle` every sample of a worker's threa
 waits, so the samples of one worker are its wall clock. A sample is put in the first category whose frames
 match, in this order:
 
-- after-commit hooks (Django's `run_and_clear_commit_hooks`: the Celery publishes and the candle fold, which is a
-  lambda defined inside `_place_locked` but runs after the commit, so frames are matched by their function's
-  name exactly, never by a substring of the qualified name);
-- commit (Django's `commit`, and the rest of the closing `Atomic.__exit__` of the Idempotency-Key wrapper's
-  transaction): the instrument's lock is held until PostgreSQL answers it;
+- after-commit hooks (Django's `run_and_clear_commit_hooks`, the end of `config.after_commit.merged()`, and the
+  spool thread of `config.after_commit` when it publishes; its sleeping samples are idle);
+- commit: Django's `commit`, and the rest of the closing of the batch's transaction (`trading.batching._run_batch`
+  leaving its `with`: psycopg's pipeline, which sends the COMMIT, and `Atomic.__exit__`): the instrument's lock
+  is held until PostgreSQL answers it;
 - the instrument's row lock (`instrument_for_order`): waiting when the leaf frame waits on a socket;
 - under the lock in `_place_locked`, split in Python CPU and waiting on SQL round trips;
-- under the lock outside `_place_locked`: the rest of `order_place` and, located in the source of the order
-  view's `work` and of `members.idempotency.idempotent`, the statements after the locking read (order checks,
-  the response body, the Idempotency-Key record's UPDATE);
-- the Idempotency-Key wrapper outside the order, the order's input validation before the lock, token
-  authentication, throttles, the rest of Django/DRF, gunicorn's request handling, idle (gunicorn's accept/select).
+- under the lock outside `_place_locked`: the rest of `order_place` and, located in the source of
+  `trading.batching._run_batch`, the statements after the locking read (the Idempotency-Key claim, the order
+  checks, the response body, the responses' write), and `_run_each` (a batch's savepoints);
+- waiting for the batch ahead (gthread: another thread of the process is running this instrument's batch);
+- the Idempotency-Key request (`idempotent_request`: the key's checks and fingerprint), the order's input
+  validation (the rest of the order view before the batch), token authentication, throttles, the rest of
+  Django/DRF, gunicorn's request handling, idle (gunicorn's accept/select).
 
 "On a socket" (the second column, and the SQL round trip categories) means the leaf frame's current line, in
 psycopg, redis, gunicorn or the socket modules, sends, receives or waits: psycopg's `Connection.wait` (libpq's C
@@ -135,24 +137,21 @@ def _calls(stmt: ast.AST, name: str) -> bool:
 
 def lock_spans(root: Path = ROOT) -> tuple[dict[tuple[str, str], list[tuple[int, int]]], list[str]]:
     """Line spans, per (function name, file), of the statements run under the instrument's lock outside
-    `order_place`: in the order view's `work` those after the locking read (`instrument_for_order`), in
-    `idempotent` those after `work()` inside its transaction. Read from the source, so edits move them along;
-    what cannot be found is reported (its samples then count outside the lock)."""
+    `order_place`: in `trading.batching._run_batch` those after the locking read (`instrument_for_order`) inside
+    its transaction's `with`, and all of `_run_each`. Read from the source, so edits move them along; what
+    cannot be found is reported (its samples then count outside the lock)."""
     spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
     notes = []
-    api = root / "trading/api.py"
-    for node in ast.walk(ast.parse(api.read_text())):
-        if isinstance(node, ast.FunctionDef) and node.name == "work":
-            spans.setdefault(("work", "trading/api.py"), []).extend(
-                _statements_after(node.body, lambda s: _calls(s, "instrument_for_order")))
-    idem = root / "members/idempotency.py"
-    for node in ast.walk(ast.parse(idem.read_text())):
-        if isinstance(node, ast.FunctionDef) and node.name == "idempotent":
+    batching = "trading/batching.py"
+    for node in ast.walk(ast.parse((root / batching).read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name == "_run_batch":
             for with_ in (n for n in ast.walk(node) if isinstance(n, ast.With)):
-                spans.setdefault(("idempotent", "members/idempotency.py"), []).extend(
-                    _statements_after(with_.body, lambda s: _calls(s, "work")))
-    for key, where in ((("work", "trading/api.py"), "the order view's work() after instrument_for_order"),
-                       (("idempotent", "members/idempotency.py"), "idempotent() after work()")):
+                spans.setdefault(("_run_batch", batching), []).extend(
+                    _statements_after(with_.body, lambda s: _calls(s, "instrument_for_order")))
+        elif isinstance(node, ast.FunctionDef) and node.name == "_run_each":
+            spans.setdefault(("_run_each", batching), []).append((node.body[0].lineno, node.end_lineno or 0))
+    for key, where in (((("_run_batch", batching)), "_run_batch() after instrument_for_order"),
+                       ((("_run_each", batching)), "_run_each()")):
         if not spans.get(key):
             notes.append(f"note: could not locate {where} in the source; those samples count outside the lock")
     return spans, notes
@@ -163,19 +162,20 @@ GUNICORN = "gunicorn: request parsing, response writing, worker loop"
 DJANGO = "rest of Django/DRF (middleware, routing, view, rendering)"
 AUTH = "token authentication"
 THROTTLE = "throttles"
-IDEMPOTENCY = "Idempotency-Key wrapper outside the order (claim, fingerprint, response)"
+IDEMPOTENCY = "Idempotency-Key request (its checks and fingerprint, before the lock)"
 VALIDATION = "order input validation (before the lock)"
+LANE_WAIT = "waiting for the batch ahead (gthread: another thread runs this instrument's batch)"
 LOCK_WAIT = "waiting for the instrument's row lock (instrument_for_order)"
 LOCK_READ = "instrument_for_order: Python (statement, instrument)"
 PLACE_CPU = "under lock: _place_locked, Python CPU"
 PLACE_SQL = "under lock: _place_locked, SQL round trips (sending, awaiting the answer)"
-REST_CPU = "under lock, outside _place_locked (checks, response body, key UPDATE): Python CPU"
+REST_CPU = "under lock, outside _place_locked (key claim, checks, response body and write): Python CPU"
 REST_SQL = "under lock, outside _place_locked: SQL round trips"
 COMMIT = "commit (lock held until PostgreSQL answers)"
-HOOKS = "after-commit hooks (Celery publishes, candle fold)"
+HOOKS = "after-commit publishes (Celery: ESG evaluation, candle fold; the spool thread's sends)"
 OTHER = "unclassified"
-ORDER = [IDLE, GUNICORN, DJANGO, AUTH, THROTTLE, IDEMPOTENCY, VALIDATION, LOCK_WAIT, LOCK_READ, PLACE_CPU, PLACE_SQL,
-         REST_CPU, REST_SQL, COMMIT, HOOKS, OTHER]
+ORDER = [IDLE, GUNICORN, DJANGO, AUTH, THROTTLE, IDEMPOTENCY, VALIDATION, LANE_WAIT, LOCK_WAIT, LOCK_READ, PLACE_CPU,
+         PLACE_SQL, REST_CPU, REST_SQL, COMMIT, HOOKS, OTHER]
 UNDER_LOCK = (PLACE_CPU, PLACE_SQL, REST_CPU, REST_SQL, COMMIT)
 
 
@@ -195,8 +195,10 @@ class Classifier:
 
         leaf = frames[-1]
         wait = waiting(leaf)
-        # The sync worker serves requests in its one thread; the gthread worker (the deployed one) in a pool
-        # thread, its main thread polling the connections (idle, like a pool thread waiting for work).
+        if has("_run", "config/after_commit.py"):  # the spool thread: asleep between its sends, or sending
+            return IDLE if leaf.is_("_run", "config/after_commit.py") else HOOKS
+        # The sync worker serves requests in its one thread; the gthread worker in a pool thread, its main thread
+        # polling the connections (idle, like a pool thread waiting for work).
         workers = ("gunicorn/workers/sync.py", "gunicorn/workers/gthread.py")
         if not any(has("handle_request", w) for w in workers):
             if leaf.is_("wait", workers[0]) or leaf.is_("accept", "socket.py") \
@@ -204,11 +206,12 @@ class Classifier:
                     or leaf.in_file("concurrent/futures/thread.py", "threading.py", "queue.py"):
                 return IDLE
             return GUNICORN if any(f.in_file(*workers) for f in frames) else OTHER
-        if has("run_and_clear_commit_hooks", "django/db/backends/base/base.py"):
+        if has("run_and_clear_commit_hooks", "django/db/backends/base/base.py") or any(
+                f.in_file("config/after_commit.py") and f.name in ("merged", "_dispatch") for f in frames):
             return HOOKS
-        idem = [i for i, f in enumerate(frames) if f.is_("idempotent", "members/idempotency.py")]
+        batch = [i for i, f in enumerate(frames) if f.is_("_run_batch", "trading/batching.py")]
         if has("commit", "django/db/backends/base/base.py") or (
-                idem and any(f.is_("__exit__", "django/db/transaction.py") for f in frames[idem[0]:])
+                batch and len(frames) > batch[0] + 1 and frames[batch[0] + 1].name == "__exit__"
                 and not has("order_place", "trading/services.py")):
             return COMMIT
         if has("instrument_for_order", "trading/selectors.py"):
@@ -217,10 +220,12 @@ class Classifier:
             return PLACE_SQL if wait else PLACE_CPU
         if has("order_place", "trading/services.py") or any(self._in_span(f) for f in frames):
             return REST_SQL if wait else REST_CPU
-        if any(f.is_("work", "trading/api.py") for f in frames):
-            return VALIDATION
-        if idem:
+        if has("place_batched", "trading/batching.py"):
+            return LANE_WAIT
+        if has("idempotent_request", "members/idempotency.py"):
             return IDEMPOTENCY
+        if any(f.is_("post", "trading/api.py") for f in frames):
+            return VALIDATION
         if any(f.in_file("config/api/authentication.py", "rest_framework/authentication.py") for f in frames):
             return AUTH
         if has("check_throttles", "rest_framework/views.py") or any(

@@ -104,9 +104,10 @@ class Outcome:
         return response
 
 
-def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Outcome:
-    """Claim the key and run `work` (which returns status and body data), inside the caller's transaction;
-    or answer with the first response. The caller writes the new response (`record_responses`) before commit.
+def claim(req: IdempotentRequest) -> Outcome | int:
+    """Claim the request's key inside the caller's transaction: the id of its new row, whose response the caller
+    writes before commit (`answer`, `record_responses`), or the first response when the key was used by a
+    request that has committed (a replay, which has nothing left to do).
 
     A row of this transaction without a response yet (the same key twice in one batch of orders) is a request
     still in progress: 409, as for a concurrent one."""
@@ -123,8 +124,20 @@ def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Out
             raise Unprocessable("This Idempotency-Key was used with a different request.",
                                 code="idempotency_key_reused")
         return Outcome(first.response_status, bytes(first.response_body))
+    return record_id
+
+
+def answer(record_id: int, work: Callable[[], tuple[int, Any]]) -> Outcome:
+    """Run `work` (which returns status and body data) for the key row `record_id` claimed by this transaction."""
     status, data = work()
     return Outcome(status, JSONRenderer().render(data), record_id)
+
+
+def run_once(req: IdempotentRequest, work: Callable[[], tuple[int, Any]]) -> Outcome:
+    """Claim the key and run `work`, inside the caller's transaction; or answer with the first response. The
+    caller writes the new response (`record_responses`) before commit."""
+    claimed = claim(req)
+    return claimed if isinstance(claimed, Outcome) else answer(claimed, work)
 
 
 def record_responses(outcomes: list[Outcome]) -> None:

@@ -5,12 +5,13 @@ Order entry on an instrument is serialised by the instrument's row lock (`order_
 the time an order holds it. Placed one per transaction, each order paid for the lock's read, the book's
 catch-up on the other process's last command, its own commit and its after-commit publishes, and a web
 worker could hold only one order. Here the request threads of a process (gunicorn's gthread worker) queue
-their orders per instrument; one of them, the *combiner*, takes every order queued for that instrument
-(up to `MAX_BATCH`), opens one transaction, locks the instrument once, runs each order in its own savepoint
-(a refused order rolls back alone and its requester gets its error; the others go on; an order alone in its
-batch needs none), writes the
-Idempotency-Key responses in one statement, commits once, and hands each requester its outcome. Orders are
-placed in the order they were queued; while a batch runs, the next one queues (flat combining).
+their orders per instrument; one of them, the *combiner*, opens one transaction, claims the first queued
+order's Idempotency-Key (before the lock: a replay is answered without it), locks the instrument once,
+places that order, then takes every order that queued meanwhile (up to `MAX_BATCH` in all) and runs each in
+its own savepoint (a refused order rolls back alone and its requester gets its error; the others go on),
+writes the Idempotency-Key responses in one statement, commits once, and hands each requester its outcome.
+Orders are placed in the order they were queued; while a batch runs, the next one queues (flat combining).
+Under the sync worker every batch is one order, without a savepoint.
 
 An order is acknowledged only after the commit of its batch, as before: a batch whose commit fails answers
 every one of its orders with that error, and nothing of any of them was written.
@@ -19,6 +20,7 @@ every one of its orders with that error, and nothing of any of them was written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,15 @@ from typing import Any
 from django.db import transaction
 
 from config import after_commit
-from members.idempotency import IdempotentRequest, Outcome, enter_pipeline, record_responses, run_once
+from members.idempotency import (
+    IdempotentRequest,
+    Outcome,
+    answer,
+    claim,
+    enter_pipeline,
+    record_responses,
+    run_once,
+)
 from trading import book_cache, selectors
 from trading.selectors import OrderInstrument
 
@@ -65,6 +75,7 @@ class _Lane:
     ready: threading.Condition = field(default_factory=threading.Condition)
     queue: list[_Job] = field(default_factory=list)
     busy: bool = False
+    running: int = 0  # orders taken by the batch that is running
 
 
 _LANES: dict[str, _Lane] = {}
@@ -82,14 +93,15 @@ class BatchStats:
 STATS = BatchStats()
 
 
-def queued(code: str) -> int:
-    """How many orders for the instrument `code` wait in this process for a batch to take them."""
+def unanswered(code: str) -> int:
+    """How many orders for the instrument `code` this process has not answered yet: queued, or taken by the batch
+    that is running."""
     with _LANES_LOCK:
         lane = _LANES.get(code)
     if lane is None:
         return 0
     with lane.ready:
-        return len(lane.queue)
+        return len(lane.queue) + lane.running
 
 
 def _lane(code: str) -> _Lane:
@@ -122,30 +134,39 @@ def place_batched(code: str, req: IdempotentRequest, place: Place) -> Outcome:
 
 
 def _run_batch(code: str, lane: _Lane) -> None:
-    """One transaction: lock the instrument, run every queued order (up to MAX_BATCH) in its own savepoint,
-    write their responses, commit; then mark them done (with the commit's error if it failed)."""
-    batch: list[_Job] = []
+    """One transaction: the first queued order, then the orders that queued while it waited for the instrument's
+    lock (up to MAX_BATCH in all); their responses written, one commit; then each is marked done (with the
+    commit's error if it failed).
+
+    The first order claims its Idempotency-Key before the instrument's lock, so the lock is held one statement
+    less (under the sync worker every order is first and alone), and a replay of a committed key takes no lock at
+    all. It runs without a savepoint: its refusal rolls the transaction back, key row included, before any other
+    order was taken. Each order taken after it runs in its own savepoint, its key's claim included, so that a
+    refusal rolls back that order alone."""
+    with lane.ready:  # the combiner's own order is queued until done: the queue is not empty
+        first, lane.queue = lane.queue[0], lane.queue[1:]
+        lane.running = 1
+    batch = [first]
     answers: list[tuple[_Job, Outcome | None, BaseException | None]] = []
     try:
         with contextlib.ExitStack() as pipelined, after_commit.merged(), transaction.atomic(durable=True):
-            found = selectors.instrument_for_order(code, lock=True)
-            # Taken after the lock: orders that queued while it was awaited go in this batch.
-            with lane.ready:
-                batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
-                STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
-                STATS.largest = max(STATS.largest, len(batch))
-            if len(batch) == 1:  # alone, a refusal rolls back the whole transaction: no savepoint to pay for
-                answers.append((batch[0], batch[0].run(found), None))
+            claimed = claim(first.req)
+            if isinstance(claimed, Outcome):  # a replay of a committed key: nothing to place, no lock
+                answers.append((first, claimed, None))
             else:
-                answers.extend(_run_each(batch, found))
+                found = selectors.instrument_for_order(code, lock=True)
+                answers.append((first, answer(claimed, functools.partial(first.place, found)), None))
+                with lane.ready:  # the orders that queued meanwhile join, each in a savepoint
+                    more, lane.queue = lane.queue[:MAX_BATCH - 1], lane.queue[MAX_BATCH - 1:]
+                    lane.running += len(more)
+                batch += more
+                answers.extend(_run_each(more, found))
+            STATS.batches, STATS.orders = STATS.batches + 1, STATS.orders + len(batch)
+            STATS.largest = max(STATS.largest, len(batch))
             enter_pipeline(pipelined)
             record_responses([outcome for _, outcome, _ in answers if outcome is not None])
     except BaseException as error:
         # Nothing of this batch committed: a refused order keeps its own error, every other order gets this one.
-        # If the instrument's read failed before the batch was taken, the queue's head is the batch.
-        if not batch:
-            with lane.ready:
-                batch, lane.queue = lane.queue[:MAX_BATCH], lane.queue[MAX_BATCH:]
         refused = {id(job): job_error for job, _, job_error in answers if job_error is not None}
         _finish(lane, [(job, None, refused.get(id(job), error)) for job in batch])
         if not isinstance(error, Exception):
@@ -173,6 +194,7 @@ def _run_each(batch: list[_Job], found: OrderInstrument | None) -> list[tuple[_J
 
 def _finish(lane: _Lane, answers: list[tuple[_Job, Outcome | None, BaseException | None]]) -> None:
     with lane.ready:
+        lane.running = 0
         for job, outcome, error in answers:
             job.outcome, job.error, job.done = outcome, error, True
         lane.ready.notify_all()

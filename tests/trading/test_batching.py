@@ -57,7 +57,7 @@ def in_one_batch(posts: list[Callable[[], Any]]) -> list[Any]:
         for thread in threads:
             thread.start()
             deadline = time.monotonic() + 10
-            while batching.queued("GA-6N-CN") < threads.index(thread) + 1:  # queued in the order started
+            while batching.unanswered("GA-6N-CN") < threads.index(thread) + 1:  # queued in the order started
                 assert time.monotonic() < deadline, "the order never queued"
                 time.sleep(0.005)
     for thread in threads:
@@ -290,3 +290,34 @@ def test_members_buying_and_selling_at_once_never_deadlock(market) -> None:
     assert Trade.objects.exists()
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     assert_value_invariants()
+
+
+def test_a_replay_is_answered_while_the_instrument_is_locked(market) -> None:
+    """The first order of a batch claims its key before the instrument's lock: a retry of a committed order is
+    answered from its key row without waiting for the lock (a client retrying a timeout does not queue behind
+    the book), and a new order still waits for it."""
+    _, _, buyer = market
+    first = buyer.post("/api/v1/orders", body("buy", "1", "590.00", "r1"), key="r1-key")
+    assert first.status_code == 201
+    answered: dict[str, Any] = {}
+
+    def post(name: str, order: dict[str, str], key: str) -> None:
+        try:
+            answered[name] = buyer.post("/api/v1/orders", order, key=key)
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        Instrument.objects.select_for_update().get(code="GA-6N-CN")
+        replay = threading.Thread(target=post, args=("replay", body("buy", "1", "590.00", "r1"), "r1-key"))
+        fresh = threading.Thread(target=post, args=("fresh", body("buy", "1", "590.00", "r2"), "r2-key"))
+        replay.start()
+        replay.join(10)
+        assert "replay" in answered, "the replay waited for the instrument's lock"
+        fresh.start()
+        fresh.join(0.5)
+        assert "fresh" not in answered, "a new order was placed while the instrument was locked"
+    fresh.join(30)
+    assert answered["replay"].content == first.content and answered["replay"]["Idempotent-Replayed"] == "true"
+    assert answered["fresh"].status_code == 201
+    assert Order.objects.count() == 2
