@@ -21,7 +21,7 @@ stack can beat that rate; the gap between the two is what the order path itself 
 `--spy` also records both gunicorn workers with py-spy during the measured run (`py-spy record --idle -r 200
 -f raw`, one per worker, started a second after the run begins and stopping a second before it ends) and prints,
 after the JSON summary, where the workers' wall time goes (`bench/spy_breakdown.py`): idle, gunicorn, Django/DRF,
-token authentication, throttles, the Idempotency-Key wrapper, waiting for the instrument's row lock, the order
+token authentication, throttles, the Idempotency-Key request, waiting for the instrument's row lock, the order
 under that lock (Python CPU and SQL round trips), commit, after-commit hooks; the own-code functions under the lock;
 and the share of the wall time the instrument lock is held (near 100 %: order entry on one instrument is serialised
 by it). py-spy pauses a worker for each sample, so a `--spy` run's orders/s and latencies are not the bench's

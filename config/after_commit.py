@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 
 log = logging.getLogger(__name__)
 _local = threading.local()
@@ -136,18 +136,21 @@ class _Spool:
                 self.thread.start()
 
     def _run(self, interval: float) -> None:
+        """The spool thread (its interval is the setting's when the process spooled first)."""
         while True:
             time.sleep(interval)
-            self.flush()
+            if self.flush():
+                connections.close_all()  # a receiver that read the database did it on this thread's connection
 
-    def flush(self) -> None:
-        """Send what is spooled, one call per key with its sorted distinct items."""
+    def flush(self) -> bool:
+        """Send what is spooled, one call per key with its sorted distinct items; whether there was any."""
         with self.lock:
             gathered, self.gathered = self.gathered, _Gathered()
         if gathered.items:
             self.flushes += 1
         for key, items in gathered.items.items():
             _send(key, sorted(set(items)), gathered.sends[key])
+        return bool(gathered.items)
 
 
 _spool = _Spool()
