@@ -53,8 +53,14 @@ def book_for(instrument: Instrument) -> CachedBook:
     if cached is None or not (cached.confirmed or _own(cached)) or cached.seq > instrument.book_seq:
         cached = _BOOKS[instrument.pk] = _rebuild(instrument)
     elif cached.seq < instrument.book_seq:
-        # Another process moved the book: replay what it did, in order (the engine is deterministic).
-        for seq, kind, order_id, owner, side, quantity, price, tif in _commands_after(instrument.pk, cached.seq):
+        # Another process moved the book: replay what it did, in order (the engine is deterministic). One command
+        # behind (two processes taking turns), that command came with the instrument's row.
+        last = instrument.last_command
+        if cached.seq == instrument.book_seq - 1 and last and last[0] == instrument.book_seq:
+            commands: list[Any] = [last]
+        else:
+            commands = _commands_after(instrument.pk, cached.seq)
+        for seq, kind, order_id, owner, side, quantity, price, tif in commands:
             if kind == "submit":
                 cached.book.submit(order_id, owner, side, quantity, price, tif)
             else:

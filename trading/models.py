@@ -40,6 +40,10 @@ class Instrument(models.Model):
     status = models.CharField(max_length=8, choices=InstrumentStatus.choices, default=InstrumentStatus.OPEN)
     # Sequence of the last command applied to this instrument's book (see BookCommand).
     book_seq = models.PositiveBigIntegerField(default=0)
+    # That command as [seq, kind, order_id, owner, side, quantity, price, tif], written with `book_seq`: a process
+    # one command behind (two web workers taking turns) catches its book up from the instrument's locking read
+    # instead of reading the command log (trading.book_cache).
+    last_command = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["code"]

@@ -82,3 +82,33 @@ def test_rebuild_from_the_database_matches_the_live_book() -> None:
     rebuilt = book_cache.book_for(inst)
     assert rebuilt.book.depth(10) == live
     assert rebuilt.seq == inst.book_seq
+
+
+def test_a_process_one_command_behind_catches_up_from_the_instruments_row() -> None:
+    """Two web workers take turns: each order finds the other's last command missing from its book. That command
+    comes with the instrument's locking read (`last_command`, written with `book_seq`), so the command log is not
+    read; further behind, it is."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    world = ReceiptWorld()
+    inst = instrument()
+    seller, _ = seller_with(world, "50.000")
+    buyer = funded_member()
+    place(seller, inst, "sell", "10", "600.00", "s1")
+    resting = place(buyer, inst, "buy", "2", "590.00", "b0").order
+    for n, other_process_does in enumerate((lambda: place(seller, inst, "sell", "5", "601.00", "s2"),
+                                            lambda: order_cancel(member=buyer, order_id=resting.pk))):
+        stale = book_cache._BOOKS[inst.pk]
+        book_cache.drop(inst.pk)  # "another process" (a fresh cache) moves the book by one command
+        other_process_does()
+        book_cache._BOOKS[inst.pk] = stale
+        with CaptureQueriesContext(connection) as queries:
+            place(buyer, inst, "buy", "1", "580.00", f"probe-{n}")
+        assert not [q for q in queries if "FROM trading_bookcommand" in q["sql"]]
+    inst.refresh_from_db()
+    assert inst.last_command[:2] == [inst.book_seq, "submit"]
+    # The caught-up book is the book the database holds.
+    assert engine_depth(inst) == book_cache._rebuild(inst).book.depth(10)
+    assert engine_depth(inst) == ([(58000, 2000)], [(60000, 10000), (60100, 5000)])
+    assert_value_invariants()
