@@ -20,9 +20,10 @@ match, in this order:
   `trading.batching._run_batch`, the statements after the locking read (the Idempotency-Key claim, the order
   checks, the response body, the responses' write), and `_run_each` (a batch's savepoints);
 - waiting for the batch ahead (gthread: another thread of the process is running this instrument's batch);
-- the Idempotency-Key request (`idempotent_request`: the key's checks and fingerprint), the order's input
-  validation (the rest of the order view before the batch), token authentication, throttles, the rest of
-  Django/DRF, gunicorn's request handling, idle (gunicorn's accept/select).
+- the Idempotency-Key before the lock (`idempotent_request`: the key's checks and fingerprint; `claim` of a
+  batch's first order, which claims before the lock), the rest of the order view (input validation, the
+  answer), token authentication, throttles, the rest of Django/DRF, gunicorn's request handling, idle
+  (gunicorn's accept/select).
 
 "On a socket" (the second column, and the SQL round trip categories) means the leaf frame's current line, in
 psycopg, redis, gunicorn or the socket modules, sends, receives or waits: psycopg's `Connection.wait` (libpq's C
@@ -162,8 +163,8 @@ GUNICORN = "gunicorn: request parsing, response writing, worker loop"
 DJANGO = "rest of Django/DRF (middleware, routing, view, rendering)"
 AUTH = "token authentication"
 THROTTLE = "throttles"
-IDEMPOTENCY = "Idempotency-Key request (its checks and fingerprint, before the lock)"
-VALIDATION = "order input validation (before the lock)"
+IDEMPOTENCY = "Idempotency-Key before the lock (checks, fingerprint; a batch's first order: its claim)"
+VALIDATION = "order view outside the batch (input validation, the answer)"
 LANE_WAIT = "waiting for the batch ahead (gthread: another thread runs this instrument's batch)"
 LOCK_WAIT = "waiting for the instrument's row lock (instrument_for_order)"
 LOCK_READ = "instrument_for_order: Python (statement, instrument)"
@@ -220,9 +221,9 @@ class Classifier:
             return PLACE_SQL if wait else PLACE_CPU
         if has("order_place", "trading/services.py") or any(self._in_span(f) for f in frames):
             return REST_SQL if wait else REST_CPU
-        if has("place_batched", "trading/batching.py"):
+        if has("place_batched", "trading/batching.py") and leaf.in_file("threading.py"):
             return LANE_WAIT
-        if has("idempotent_request", "members/idempotency.py"):
+        if has("idempotent_request", "members/idempotency.py") or has("claim", "members/idempotency.py"):
             return IDEMPOTENCY
         if any(f.is_("post", "trading/api.py") for f in frames):
             return VALIDATION
