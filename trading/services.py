@@ -273,19 +273,22 @@ def _command_log(instrument: Instrument, command: BookCommand, order_id: int | N
     """The writes that append `command` to the book's command log and move the instrument's `book_seq` to its
     seq. `order_id` None: the command's order is the row inserted by the same statement (`insert_rows(then=...)`
     reads it from `inserted`), and when that insert wrote nothing (a replay) neither write does anything."""
+    postgresql = connection.vendor == "postgresql"
     if order_id is None:
         order, source, guard, order_params = "id", " FROM inserted", " AND EXISTS (SELECT 1 FROM inserted)", []
         order_value = "(SELECT id FROM inserted)"
     else:
         order, source, guard, order_params = "%s", "", "", [order_id]
-        order_value = "%s::bigint"
+        order_value = "%s::bigint" if postgresql else "%s"
     log = (f"INSERT INTO trading_bookcommand (instrument_id, seq, kind, order_id, owner, side, quantity, price, tif) "  # noqa: S608  # nosec B608 - fixed fragments
            f"SELECT %s, %s, %s, {order}, %s, %s, %s, %s, %s{source}",
            [instrument.pk, command.seq, command.kind, *order_params, command.owner, command.side, command.quantity,
             command.price, command.tif])
     # The same command, as the instrument's `last_command` (book_cache catches a process one behind up from it).
-    moved = ("UPDATE trading_instrument SET book_seq = %s, last_command = jsonb_build_array(%s::bigint, %s::text, "  # noqa: S608  # nosec B608 - fixed fragments
-             f"{order_value}, %s::bigint, %s::text, %s::bigint, %s::bigint, %s::text) WHERE id = %s{guard}",
+    # PostgreSQL needs the parameters' types (jsonb_build_array takes any); SQLite has no casts.
+    last = (f"jsonb_build_array(%s::bigint, %s::text, {order_value}, %s::bigint, %s::text, %s::bigint, %s::bigint, "
+            "%s::text)") if postgresql else f"json_array(%s, %s, {order_value}, %s, %s, %s, %s, %s)"
+    moved = (f"UPDATE trading_instrument SET book_seq = %s, last_command = {last} WHERE id = %s{guard}",  # noqa: S608  # nosec B608 - fixed fragments
              [command.seq, command.seq, command.kind, *order_params, command.owner, command.side, command.quantity,
               command.price, command.tif, instrument.pk])
     return [log, moved]
