@@ -50,8 +50,9 @@ class _Gathered:
 
 
 def on_commit_merged(key: Hashable, items: Iterable[Any], send: Send) -> None:
-    """Call `send(sorted distinct items)` after the current transaction commits, merged with the other calls of
-    the same key inside `merged()`. Nothing is sent for no items. A failing `send` is logged, never raised."""
+    """Call `send(sorted distinct items)` after the current transaction commits (or hand them to the spool),
+    merged with the other calls of the same key inside `merged()`. Nothing is sent for no items. A failing `send`
+    is logged, never raised."""
     gathered: list[_Gathered] = getattr(_local, "stack", [])
     if gathered:
         gathered[-1].add(key, items, send)
@@ -75,7 +76,7 @@ def _gathering() -> Iterator[_Gathered]:
 
 @contextlib.contextmanager
 def merged() -> Iterator[None]:
-    """Gather `on_commit_merged` calls; send each key once when the block ends without an error."""
+    """Gather `on_commit_merged` calls; send (or spool) each key once when the block ends without an error."""
     with _gathering() as gathered:
         yield
     for key, items in gathered.items.items():

@@ -144,7 +144,7 @@ class OrderListCreateView(APIView):
 
         def place(found: OrderInstrument | None) -> tuple[int, Any]:
             # In the batch's transaction, with the instrument read and locked (`order_place` does not lock it
-            # again) and in a savepoint of its own: a refusal rolls back this order and its key row alone.
+            # again): a refusal rolls back this order and its key row alone (trading.batching._run_batch).
             if found is None:
                 raise Http404
             result = order_place(member=req.member, instrument=found.instrument, savepoint=False, locked=True,

@@ -111,10 +111,10 @@ def _lane(code: str) -> _Lane:
 
 def place_batched(code: str, req: IdempotentRequest, place: Place) -> Outcome:
     """Place an order for the instrument `code` in the next batch of this process, and return its outcome (or
-    raise its error). In the combiner's thread, inside the batch's transaction and in a savepoint of its own,
-    the request's Idempotency-Key is claimed and `place` called with the instrument read and locked; it places
-    the order (`order_place(locked=True, savepoint=False)`). The calling thread becomes the combiner when no
-    batch of this instrument is running in the process."""
+    raise its error). In the combiner's thread, inside the batch's transaction, the request's Idempotency-Key
+    is claimed and `place` called with the instrument read and locked (`_run_batch` says when in a savepoint of
+    its own); it places the order (`order_place(locked=True, savepoint=False)`). The calling thread becomes the
+    combiner when no batch of this instrument is running in the process."""
     lane, job = _lane(code), _Job(req, place)
     with lane.ready:
         lane.queue.append(job)
