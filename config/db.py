@@ -19,10 +19,38 @@ import functools
 import os
 import threading
 from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+from django.db.models.base import ModelState
+from django.db.models.fields import AutoFieldMixin
+from django.db.models.signals import post_init, pre_init
+
+
+def _cache_longer_statements() -> None:
+    """psycopg converts each statement's `%s` placeholders to `$n` and caches that per statement text, but only
+    for statements of at most 50 parameters (`MAX_CACHED_STATEMENT_PARAMS`). A split's one statement (the
+    parent's update, two children, three or four events) takes 60 and more, the ledger's one statement about as
+    many: each was parsed again, by regular expressions, on every run, ~1 ms of Python under the instrument's
+    lock. The cache holds 128 statement texts whatever their size, and ours are a few dozen shapes. The knob is
+    not public: if a psycopg release drops it, nothing here breaks, the statements are only parsed again."""
+    from psycopg import _queries  # noqa: PLC0415 - psycopg's internals, only to move one limit
+
+    if getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", 0) < 400:
+        _queries.MAX_CACHED_STATEMENT_PARAMS = 400
+
+
+_cache_longer_statements()
+
+
+def _wrapper() -> BaseDatabaseWrapper:
+    """The thread's connection itself. `django.db.connection` is a proxy that looks the thread's connection up
+    on every attribute access (asgiref's Local): preparing a split's values through it cost ~100 lookups."""
+    return cast(BaseDatabaseWrapper, connections[DEFAULT_DB_ALIAS])
 
 
 @functools.lru_cache(maxsize=256)  # shapes vary with the row count: bounded
@@ -60,9 +88,10 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     if (unless_exists_on or then) and len(instances) != 1:
         raise ValueError("unless_exists_on and then insert one row at a time")
     fields, sql = _insert_sql(type(instances[0]), len(instances), tuple(unless_exists_on))
-    params = _prepared(instances, fields)
-    postgresql = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
+    db = _wrapper()
+    params = _prepared(instances, fields, db)
+    postgresql = db.vendor == "postgresql"
+    with db.cursor() as cursor:
         if postgresql and then:
             ctes = [f"inserted(id) AS ({sql})", *(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))]
             sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
@@ -78,16 +107,87 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     for instance, pk in zip(instances, keys, strict=True):
         instance.pk = pk
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = db.alias
     return True
 
 
-def _prepared(instances: Sequence[Model], fields: list[Any]) -> list[Any]:
-    """The parameters of `instances`' rows, each value prepared exactly as the ORM prepares it for an insert."""
+def _prepared(instances: Sequence[Model], fields: list[Any], db: BaseDatabaseWrapper) -> list[Any]:
+    """The parameters of `instances`' rows, each value prepared exactly as the ORM prepares it for an insert
+    (`pre_save`, then `get_db_prep_save`). On PostgreSQL a value the ORM would pass through unchanged (an int,
+    a str, a finite Decimal, an aware datetime, None, in a column of that kind) is taken as it is: the ORM's
+    generic path costs ~35 us a value here, a split's rows have ~80 values."""
     for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
         instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
-    return [field.get_db_prep_save(field.pre_save(instance, True), connection)
-            for instance in instances for field in fields]
+    plan = _plan(tuple(fields), db) if db.vendor == "postgresql" else [(f.attname, None, None, f) for f in fields]
+    params: list[Any] = []
+    for instance in instances:
+        for attname, passes, wrap, field in plan:
+            if passes is not None:
+                value = getattr(instance, attname)
+                if value is None:
+                    params.append(None)
+                    continue
+                if passes(value):
+                    params.append(value if wrap is None else wrap(value))
+                    continue
+            params.append(field.get_db_prep_save(field.pre_save(instance, True), db))
+    return params
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_decimal(value: Any) -> bool:
+    return type(value) is Decimal and value.is_finite()
+
+
+def _is_aware(value: Any) -> bool:
+    return type(value) is datetime and value.tzinfo is not None
+
+
+# Django's own field classes whose PostgreSQL preparation leaves such a value as it is (to_python of a value of
+# the type itself, then the backend's identity adapter; an integer column's value is wrapped in psycopg's type
+# of its width, see `_plan`), and the test of "such a value". By class, not by internal type: a subclass may
+# prepare differently.
+_PASSES: dict[type[Any], Any] = {
+    **dict.fromkeys([models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField,
+                     models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
+                     models.PositiveBigIntegerField, models.PositiveSmallIntegerField], _is_int),
+    models.CharField: _is_str, models.TextField: _is_str, models.BooleanField: _is_bool,
+    models.DecimalField: _is_decimal, models.DateTimeField: _is_aware,
+}
+
+
+@functools.cache
+def _plan(fields: tuple[Any, ...], db: BaseDatabaseWrapper) -> list[tuple[str, Any, Any, Any]]:
+    """Per field: its attname, the test of a value PostgreSQL takes without the ORM's preparation (None: always
+    prepare), what wraps such a value (the psycopg type Django gives an integer column's values, Int4 and the
+    like, so a prepared statement's parameter types do not change with the values; auto keys and the foreign
+    keys to them go plain, as the ORM sends them), the field. A field whose `pre_save` sets the value (auto_now)
+    is always prepared; a foreign key only over an integer key (the ORM turns an empty string into NULL for
+    others)."""
+    widths = getattr(db.ops, "integerfield_type_map", {})
+    plan = []
+    for field in fields:
+        passes, wrap = None, None
+        if not getattr(field, "auto_now", False) and not getattr(field, "auto_now_add", False):
+            target = field.target_field if type(field) in (models.ForeignKey, models.OneToOneField) else field
+            passes = _PASSES.get(type(target))
+            if field is not target and passes is not _is_int:
+                passes = None
+            if passes is _is_int and not isinstance(target, AutoFieldMixin):
+                wrap = widths.get(target.get_internal_type())
+        plan.append((field.attname, passes, wrap, field))
+    return plan
 
 
 # --- rows that refer to each other, in one statement ---------------------------------------------------------
@@ -158,14 +258,15 @@ def write_rows(*groups: Sequence[Model], updates: Sequence[tuple[str, Sequence[A
     the same snapshot: no part may read what another writes; foreign keys between the groups are checked at
     the statement's end); elsewhere one after the other, updates first. The instances are left as the ORM
     leaves saved ones."""
+    db = _wrapper()
     parts: list[tuple[str, list[Any]]] = [(sql, list(params)) for sql, params in updates]
     for group in (g for g in groups if g):
         if any(instance.pk is None for instance in group):
             raise ValueError("write_rows takes rows with their keys (new_keys)")
         fields, sql = _insert_sql(type(group[0]), len(group), (), keyed=True)
-        parts.append((sql, _prepared(group, fields)))
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        parts.append((sql, _prepared(group, fields, db)))
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql":
             ctes = ", ".join(f"w{n} AS ({sql})" for n, (sql, _) in enumerate(parts))
             cursor.execute(f"WITH {ctes} SELECT 1", [p for _, params in parts for p in params])  # noqa: S608  # nosec B608 - the caller's statements
         else:
@@ -174,7 +275,7 @@ def write_rows(*groups: Sequence[Model], updates: Sequence[tuple[str, Sequence[A
     for group in groups:
         for instance in group:
             instance._state.adding = False
-            instance._state.db = connection.alias
+            instance._state.db = db.alias
 
 
 def update_rows(table: str, columns: Sequence[tuple[str, str]],
@@ -230,19 +331,39 @@ def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[t
 
     For the hot read-and-lock statements of order entry: a queryset compiles its SQL anew on every call, about
     0.5-1 ms for a join, more than the statement's round trip."""
-    readers = [(model, *_readers(model)) for model in models]
-    with connection.cursor() as cursor:
+    db = _wrapper()
+    readers = [(model, *_readers(model), _builder(model)) for model in models]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     out = []
     for row in rows:
         start, built = 0, []
-        for model, names, converters, cols in readers:
+        for _model, names, converters, cols, build in readers:
             values = list(row[start:start + len(names)])
             for i, chain in enumerate(converters):
                 for convert in chain:
-                    values[i] = convert(values[i], cols[i], connection)
-            built.append(model.from_db(connection.alias, names, values))
+                    values[i] = convert(values[i], cols[i], db)
+            built.append(build(db.alias, names, values))
             start += len(names)
         out.append((*built, *row[start:]))
     return out
+
+
+def _builder(model: type[Model]) -> Any:
+    """How `select_rows` makes an instance of `model` from a full row: `from_db` when anything listens to the
+    model's init signals, otherwise the state `from_db` leaves, set directly (every concrete field's value under
+    its attname, the state saved in `db`): `Model.__init__` with positional values costs ~40 us a row here."""
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        return model.from_db
+    new = object.__new__
+
+    def build(alias: str, names: list[str], values: list[Any]) -> Model:
+        instance = new(model)
+        state = ModelState()
+        state.adding, state.db = False, alias
+        instance.__dict__.update(zip(names, values, strict=True))
+        instance._state = state
+        return cast(Model, instance)
+
+    return build

@@ -160,3 +160,75 @@ def test_new_keys_come_in_blocks_no_other_process_or_forked_child_gets(monkeypat
     monkeypatch.setattr(config_db.os, "getpid", lambda: -4321)
     child = new_keys(JournalEntry, 2)
     assert min(child) > max(first + rest + [elsewhere])
+
+
+def test_values_are_prepared_as_the_orm_prepares_them_whatever_their_type(lot: Lot) -> None:
+    """On PostgreSQL values the ORM would pass through unchanged are taken as they are; any other value (an
+    int or a float in a decimal column, a naive datetime, JSON, auto_now stamps) still goes the ORM's way."""
+    import datetime as dt
+    import warnings
+
+    from django.utils import timezone
+
+    fields = [f for f in Lot._meta.concrete_fields if f is not Lot._meta.auto_field]
+    aware = timezone.now()
+    rows = [Lot(warehouse_id=lot.warehouse_id, metal_id=lot.metal_id, form="ingot", net_mass_kg=mass, package_count=3,
+                producer_id=None, brand="B", batch_number="N-1", seal_numbers=["S"], production_date=dt.date(2026, 1, 2),
+                location="", depositor_id=lot.depositor_id, grade_id=None, grading={"ok": True}, graded_at=graded)
+            for mass, graded in [(Decimal("12.500"), aware), (12, None), (12.5, dt.datetime(2026, 1, 2, 3, 4))]]
+
+    def orm(instances: list[Lot]) -> list[object]:
+        return [f.get_db_prep_save(f.pre_save(i, True), connection) for i in instances for f in fields]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the naive datetime: the ORM warns and makes it aware
+        expected, prepared = orm(rows), config_db._prepared(rows, fields, connections["default"])
+    assert [type(v) for v in prepared] == [type(v) for v in expected]
+    stamp = fields.index(Lot._meta.get_field("created_at"))  # auto_now_add: a new now on each preparation
+
+    def comparable(values: list[object]) -> list[object]:
+        return [getattr(v, "obj", v) for n, v in enumerate(values) if n % len(fields) != stamp]  # Jsonb: its object
+
+    assert comparable(prepared) == comparable(expected)
+    assert prepared[fields.index(Lot._meta.get_field("net_mass_kg")) + len(fields)] == Decimal(12)  # an int, made Decimal
+    assert isinstance(prepared[fields.index(Lot._meta.get_field("created_at"))], dt.datetime)  # auto_now_add ran
+
+
+def test_select_rows_builds_through_from_db_when_something_listens_to_the_init_signals(lot: Lot) -> None:
+    from django.db.models.signals import post_init
+
+    seen: list[Lot] = []
+
+    def listen(sender: type[Lot], instance: Lot, **kwargs: object) -> None:
+        seen.append(instance)
+
+    sql = f"SELECT {columns(Lot, 'l')} FROM receipts_lot l WHERE l.id = %s"  # noqa: S608  # nosec B608 - columns from meta
+    post_init.connect(listen, sender=Lot)
+    try:
+        [(read,)] = select_rows(sql, [lot.pk], Lot)
+    finally:
+        post_init.disconnect(listen, sender=Lot)
+    assert seen == [read] and read.pk == lot.pk
+    [(again,)] = select_rows(sql, [lot.pk], Lot)
+    assert seen == [read] and again.seal_numbers == ["S-1", "S-2"]
+
+
+def test_a_statement_of_many_parameters_is_parsed_once(lot: Lot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split's or the ledger's one statement takes more than 50 parameters, psycopg's own limit for caching
+    its parse of a statement; config.db raises the limit, so the statement is parsed on its first run only."""
+    from psycopg import _queries
+
+    parsed: list[bytes] = []
+    parse = _queries._query2pg_nocache
+
+    def counting(query: bytes, *args: object, **kwargs: object) -> object:
+        parsed.append(query)
+        return parse(query, *args, **kwargs)
+
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counting)
+    sql = "SELECT " + " + ".join(["%s::int"] * 80) + " WHERE %s::bigint IS NOT NULL"
+    with connection.cursor() as cursor:
+        for _ in range(3):
+            cursor.execute(sql, [1] * 80 + [lot.pk])
+            assert cursor.fetchone()[0] == 80
+    assert len(parsed) <= 1
