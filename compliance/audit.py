@@ -38,19 +38,22 @@ M = TypeVar("M", bound=type[Model])
 AUDIT_RELATED_NAME = "audit_events"
 
 
-def audit_trackers() -> tuple[pghistory.RowEvent, ...]:
+def audit_trackers(operations: Sequence[str] = ("insert", "update", "delete")) -> tuple[pghistory.RowEvent, ...]:
     """Insert, update (only when a tracked field changes) and delete: the whole life of a row.
 
     Triggers are named audit_* so they read as what they are in `\\dS` and never collide with
     another app's own triggers on the same table.
     """
-    return (pghistory.InsertEvent(trigger_name="audit_insert"), pghistory.UpdateEvent(trigger_name="audit_update"),
-            pghistory.DeleteEvent(trigger_name="audit_delete"))
+    trackers = {"insert": pghistory.InsertEvent(trigger_name="audit_insert"),
+                "update": pghistory.UpdateEvent(trigger_name="audit_update"),
+                "delete": pghistory.DeleteEvent(trigger_name="audit_delete")}
+    return tuple(trackers[operation] for operation in operations)
 
 
 def audited(*, fields: Sequence[str] | None = None, model_name: str | None = None,
             app_label: str | None = None, statement_level: bool = False,
-            indexed: Sequence[str] = ()) -> Callable[[M], M]:
+            indexed: Sequence[str] = (), operations: Sequence[str] = ("insert", "update", "delete"),
+            ) -> Callable[[M], M]:
     """Class decorator: record every change of the model's rows in an append-only event table.
 
     `fields` limits what is snapshotted (and which changes make an event); default: all fields.
@@ -67,12 +70,15 @@ def audited(*, fields: Sequence[str] | None = None, model_name: str | None = Non
     `indexed`: snapshotted foreign keys that keep an index in the event table, for the trail is looked up by
     them. The others have none (PGHISTORY_FOREIGN_KEY_FIELD): each would cost every audited write an index
     entry. The tracked row (`pgh_obj`) and the context are always indexed.
+
+    `operations`: which of insert, update and delete make an event. An append-only table whose rows are
+    their own record (the receipts' signed chain) leaves out insert: the copy would say nothing the row does not.
     """
 
     def decorate(model: M) -> M:
         name = model_name or f"{model.__name__.removesuffix('Proxy')}AuditEvent"
         return pghistory.track(  # type: ignore[no-any-return]
-            *audit_trackers(),
+            *audit_trackers(operations),
             fields=list(fields) if fields is not None else None,
             model_name=name,
             app_label=app_label,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, TypedDict
 
+import pgtrigger
 from django.db import models
 from django.db.models import F, Q
 from django_countries.fields import CountryField
@@ -284,7 +285,8 @@ class Receipt(models.Model):
 
 
 class ReceiptEvent(models.Model):
-    """One link of a receipt's chain. Append-only: never updated, never deleted."""
+    """One link of a receipt's chain. Append-only: never updated, never deleted (a trigger refuses both, as for
+    the cash journal: a link rewritten in place would be caught only by the next verification of the bundle)."""
 
     # No index of its own: (receipt, seq)'s unique index serves it.
     receipt = models.ForeignKey(Receipt, on_delete=models.PROTECT, related_name="events", db_index=False)
@@ -302,6 +304,7 @@ class ReceiptEvent(models.Model):
             models.UniqueConstraint(fields=["hash"], name="receipt_event_hash_unique"),
             models.CheckConstraint(condition=Q(seq__gte=1), name="receipt_event_seq_positive"),
         ]
+        triggers = [pgtrigger.Protect(name="receipt_event_append_only", operation=pgtrigger.Update | pgtrigger.Delete)]
 
     def __str__(self) -> str:
         return f"{self.receipt_id}#{self.seq} {self.kind}"

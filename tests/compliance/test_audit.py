@@ -11,8 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.db import DatabaseError, transaction
-from django.db.models import Case, F, Value, When
+from django.db import DatabaseError, InternalError, ProgrammingError, connection, transaction
+from django.db.models import Case, F, ProtectedError, Value, When
 
 from compliance.models import (
     ExportLicenceAuditEvent,  # type: ignore[attr-defined]
@@ -65,9 +65,22 @@ def test_receipts_and_their_chain_are_captured_including_bulk_moves_of_title() -
 
     event = ReceiptEvent.objects.create(receipt=goods, seq=1, kind="issued", event={"seq": 1}, hash="a" * 64,
                                         signature={"alg": "EdDSA"}, recorded_at=timezone.now())
+    # The chain is append-only: a link is its own record, never copied; rewriting or deleting one is refused.
+    assert not ReceiptChainAuditEvent.objects.filter(pgh_obj_id=event.pk).exists()
+    for action in (lambda: ReceiptEvent.objects.filter(pk=event.pk).update(kind="tampered"),
+                   lambda: ReceiptEvent.objects.filter(pk=event.pk).delete()):
+        with pytest.raises((InternalError, ProgrammingError, ProtectedError)), transaction.atomic():
+            action()
+    assert ReceiptEvent.objects.get(pk=event.pk).kind == "issued"
+    # With the refusal switched off (the table's owner can), a rewrite is still on record.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgname FROM pg_trigger WHERE tgname LIKE 'pgtrigger_receipt_event_append_only%%'")
+        (refusal,) = cursor.fetchone()
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred check may be pending for ALTER TABLE
+        cursor.execute(f'ALTER TABLE receipts_receiptevent DISABLE TRIGGER "{refusal}"')  # rolled back with the test
     ReceiptEvent.objects.filter(pk=event.pk).update(kind="tampered")
-    assert list(ReceiptChainAuditEvent.objects.filter(pgh_obj_id=event.pk).order_by("pgh_id")
-                .values_list("pgh_label", "kind")) == [("insert", "issued"), ("update", "tampered")]
+    assert list(ReceiptChainAuditEvent.objects.filter(pgh_obj_id=event.pk).values_list("pgh_label", "kind")) == [
+        ("update", "tampered")]
 
 
 @pytest.mark.django_db
