@@ -38,7 +38,10 @@ M = TypeVar("M", bound=type[Model])
 AUDIT_RELATED_NAME = "audit_events"
 
 
-def audit_trackers(operations: Sequence[str] = ("insert", "update", "delete")) -> tuple[pghistory.RowEvent, ...]:
+EVERY_OPERATION = ("insert", "update", "delete")
+
+
+def audit_trackers(operations: Sequence[str] = EVERY_OPERATION) -> tuple[pghistory.RowEvent, ...]:
     """Insert, update (only when a tracked field changes) and delete: the whole life of a row.
 
     Triggers are named audit_* so they read as what they are in `\\dS` and never collide with
@@ -52,8 +55,7 @@ def audit_trackers(operations: Sequence[str] = ("insert", "update", "delete")) -
 
 def audited(*, fields: Sequence[str] | None = None, model_name: str | None = None,
             app_label: str | None = None, statement_level: bool = False,
-            indexed: Sequence[str] = (), operations: Sequence[str] = ("insert", "update", "delete"),
-            ) -> Callable[[M], M]:
+            indexed: Sequence[str] = (), operations: Sequence[str] = EVERY_OPERATION) -> Callable[[M], M]:
     """Class decorator: record every change of the model's rows in an append-only event table.
 
     `fields` limits what is snapshotted (and which changes make an event); default: all fields.

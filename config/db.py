@@ -118,7 +118,10 @@ def _prepared(instances: Sequence[Model], fields: list[Any], db: BaseDatabaseWra
     generic path costs ~35 us a value here, a split's rows have ~80 values."""
     for instance in instances:  # a related object saved since it was assigned gives its key, as in bulk_create
         instance._prepare_related_fields_for_save(operation_name="insert_rows")  # type: ignore[attr-defined]
-    plan = _plan(tuple(fields), db) if db.vendor == "postgresql" else [(f.attname, None, None, f) for f in fields]
+    if db.vendor == "postgresql":
+        plan = _plan(tuple(fields), cast(Any, type(db.ops)))
+    else:
+        plan = [(f.attname, None, None, f) for f in fields]
     params: list[Any] = []
     for instance in instances:
         for attname, passes, wrap, field in plan:
@@ -168,14 +171,15 @@ _PASSES: dict[type[Any], Any] = {
 
 
 @functools.cache
-def _plan(fields: tuple[Any, ...], db: BaseDatabaseWrapper) -> list[tuple[str, Any, Any, Any]]:
+def _plan(fields: tuple[Any, ...], ops: type[Any]) -> list[tuple[str, Any, Any, Any]]:
     """Per field: its attname, the test of a value PostgreSQL takes without the ORM's preparation (None: always
     prepare), what wraps such a value (the psycopg type Django gives an integer column's values, Int4 and the
     like, so a prepared statement's parameter types do not change with the values; auto keys and the foreign
     keys to them go plain, as the ORM sends them), the field. A field whose `pre_save` sets the value (auto_now)
     is always prepared; a foreign key only over an integer key (the ORM turns an empty string into NULL for
-    others)."""
-    widths = getattr(db.ops, "integerfield_type_map", {})
+    others). Keyed by the backend's operations class, not a connection: each thread has its own connection, and
+    a cache keyed by them would keep every one alive."""
+    widths = getattr(ops, "integerfield_type_map", {})
     plan = []
     for field in fields:
         passes, wrap = None, None
@@ -332,14 +336,14 @@ def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[t
     For the hot read-and-lock statements of order entry: a queryset compiles its SQL anew on every call, about
     0.5-1 ms for a join, more than the statement's round trip."""
     db = _wrapper()
-    readers = [(model, *_readers(model), _builder(model)) for model in models]
+    readers = [(*_readers(model), _builder(model)) for model in models]
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     out = []
     for row in rows:
         start, built = 0, []
-        for _model, names, converters, cols, build in readers:
+        for names, converters, cols, build in readers:
             values = list(row[start:start + len(names)])
             for i, chain in enumerate(converters):
                 for convert in chain:

@@ -53,7 +53,7 @@ def test_a_bulk_kyc_update_is_captured_row_by_row() -> None:
 
 
 @pytest.mark.django_db
-def test_receipts_and_their_chain_are_captured_including_bulk_moves_of_title() -> None:
+def test_receipts_are_captured_including_bulk_moves_of_title_and_their_chain_is_append_only() -> None:
     goods = receipt(quantity_kg="50.000")
     buyer = MemberFactory()
     Receipt.objects.filter(pk=goods.pk).update(holder=buyer, status="encumbered")
