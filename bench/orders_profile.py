@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=500)
     parser.add_argument("--traders", type=int, default=20)
     parser.add_argument("--dump", help="also write the cProfile stats to this file (for pstats or snakeviz)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="profile this process's CPU time instead of wall time (waits on PostgreSQL left out)")
     args = parser.parse_args()
     random.seed(7)
     env = {**orders_api.env(), "DATABASE_URL": f"{orders_api.PG}/{orders_api.DB}"}
@@ -119,13 +121,15 @@ def main() -> None:
     # The instrument's row lock: from the return of the statement that takes it to the return of the COMMIT that
     # releases it, with the statements sent in between. One connection and nothing else running, so this is the
     # lock's floor; under load (bench/orders_api.py) the holder also waits for the CPU.
-    held = {"since": 0.0, "seconds": 0.0, "statements": 0, "holds": 0}
+    held = {"since": 0.0, "seconds": 0.0, "statements": 0, "holds": 0, "in_statements": 0.0, "in_commit": 0.0}
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         statements[statement_kind(sql)] += 1
-        if held["since"]:
-            held["statements"] += 1
+        locked, started = held["since"], time.perf_counter()
         result = execute(sql, params, many, context)
+        if locked:
+            held["statements"] += 1
+            held["in_statements"] += time.perf_counter() - started
         if "FROM trading_instrument i" in sql and "FOR UPDATE" in sql:
             held["since"] = time.perf_counter()
         return result
@@ -133,8 +137,10 @@ def main() -> None:
     commit = connection._commit
 
     def commit_and_release() -> Any:
+        started = time.perf_counter()
         result = commit()
         if held["since"]:
+            held["in_commit"] += time.perf_counter() - started
             held["seconds"] += time.perf_counter() - held["since"]
             held["holds"] += 1
             held["statements"] += 1  # the COMMIT
@@ -155,7 +161,7 @@ def main() -> None:
     pg_after = orders_api.process_ticks(backend)
 
     measured = dict(statuses)
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
     profile.enable()
     for n in range(args.orders):
         post(n, "profile")
@@ -174,11 +180,13 @@ def main() -> None:
               "connection (WAL writer and other background processes not counted)")
     if held["holds"]:
         print(f"instrument lock held {held['seconds'] / held['holds'] * 1000:.2f} ms per order, "
-              f"{held['statements'] / held['holds']:.1f} statements (the COMMIT included) while held")
+              f"{held['statements'] / held['holds']:.1f} statements (the COMMIT included) while held; "
+              f"{held['in_statements'] / held['holds'] * 1000:.2f} ms in those statements, "
+              f"{held['in_commit'] / held['holds'] * 1000:.2f} ms in the COMMIT, the rest in Python")
     print(f"SQL statements per order: {sum(statements.values()) / n:.1f}")
     for kind, k in statements.most_common():
         print(f"  {k / n:6.2f}  {kind}")
-    print(f"share of profiled wall time ({profiled_total / n * 1000:.1f} ms per order under cProfile):")
+    print(f"share of profiled {'CPU' if args.cpu else 'wall'} time ({profiled_total / n * 1000:.1f} ms per order under cProfile):")
     for label, suffix, name in PARTS:
         found = [ct for (file, _line, fn), (_cc, _nc, _tt, ct, _callers) in stats.items()
                  if fn == name and file.endswith(suffix)]

@@ -15,10 +15,11 @@ rows into instances as the ORM would.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -192,6 +193,26 @@ def _plan(fields: tuple[Any, ...], ops: type[Any]) -> list[tuple[str, Any, Any, 
                 wrap = widths.get(target.get_internal_type())
         plan.append((field.attname, passes, wrap, field))
     return plan
+
+
+@contextlib.contextmanager
+def pipelined() -> Iterator[None]:
+    """On PostgreSQL, run the block in psycopg's pipeline mode: a statement whose result nobody reads (an insert
+    with its keys taken ahead, `write_rows`, an UPDATE) is sent and not waited for, so PostgreSQL executes it
+    while the block's Python goes on; a read waits for everything sent before it. The block's end waits for the
+    rest (a Sync), so an error of any statement in it is raised inside the block, in the caller's transaction
+    or savepoint, never after.
+
+    Not for a block with ORM saves or queryset updates: the ORM reads an UPDATE's row count at once, and in
+    pipeline mode that count is not there yet. Nor for a block that catches a database error to go on in a
+    savepoint (after an error every statement up to the Sync is refused). Elsewhere, a plain block."""
+    db = _wrapper()
+    if db.vendor != "postgresql":
+        yield
+        return
+    db.ensure_connection()
+    with db.wrap_database_errors, db.connection.pipeline():  # the Sync's error as Django's, like any statement's
+        yield
 
 
 # --- rows that refer to each other, in one statement ---------------------------------------------------------

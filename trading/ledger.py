@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from config.db import new_keys, update_rows, write_rows
 from config.errors import Conflict, ValidationFailed
@@ -31,25 +31,22 @@ class InsufficientFunds(Conflict):
 
 
 def member_account(member: Member, currency: str) -> Account:
-    account = Account.objects.filter(member=member, currency=currency, kind=AccountKind.MEMBER).first()
-    if account is not None:
-        return account
-    try:
-        with transaction.atomic():
-            return Account.objects.create(member=member, currency=currency, kind=AccountKind.MEMBER)
-    except IntegrityError:  # created concurrently
-        return Account.objects.get(member=member, currency=currency, kind=AccountKind.MEMBER)
+    return _account(member=member, currency=currency, kind=AccountKind.MEMBER)
 
 
 def system_account(kind: str, currency: str) -> Account:
-    account = Account.objects.filter(kind=kind, currency=currency, member=None).first()
-    if account is not None:
-        return account
-    try:
-        with transaction.atomic():
-            return Account.objects.create(kind=kind, currency=currency)
-    except IntegrityError:
-        return Account.objects.get(kind=kind, currency=currency, member=None)
+    return _account(member=None, currency=currency, kind=kind)
+
+
+def _account(**key: Any) -> Account:
+    """The account with these fields, created if there is none. A concurrent creator's row is waited for and
+    then found (`ON CONFLICT DO NOTHING`, no savepoint to roll back to): safe in order entry's pipelined block
+    (config.db.pipelined)."""
+    account = Account.objects.filter(**key).first()
+    if account is None:
+        Account.objects.bulk_create([Account(**key)], ignore_conflicts=True)
+        account = Account.objects.get(**key)
+    return account
 
 
 @dataclass(frozen=True)

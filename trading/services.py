@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from compliance import policy
 from config.after_commit import on_commit_merged
-from config.db import columns, for_update, insert_rows, select_rows, update_rows, write_rows
+from config.db import columns, for_update, insert_rows, pipelined, select_rows, update_rows, write_rows
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
 from receipts.models import Receipt, ReceiptStatus
@@ -214,8 +214,11 @@ def order_place(*, member: Member, instrument: Instrument, side: str, order_type
             policy.require(policy.can_buy(member, instrument.grade.metal, country))
     try:
         with transaction.atomic(savepoint=savepoint):
-            return _place_locked(member, instrument if locked else instrument_locked(instrument.pk), ticket,
-                                 client_order_id)
+            instrument = instrument if locked else instrument_locked(instrument.pk)
+            # Under the lock, the writes are not waited for: PostgreSQL runs them while the order's Python goes on
+            # (matching, signing the receipts' events); the block's end waits for them, inside this transaction.
+            with pipelined():
+                return _place_locked(member, instrument, ticket, client_order_id)
     except BaseException:
         book_cache.drop(instrument.pk)
         raise

@@ -232,3 +232,30 @@ def test_a_statement_of_many_parameters_is_parsed_once(lot: Lot, monkeypatch: py
             cursor.execute(sql, [1] * 80 + [lot.pk])
             assert cursor.fetchone()[0] == 80
     assert len(parsed) <= 1
+
+
+def test_pipelined_writes_are_not_waited_for_and_their_error_is_raised_inside_the_block(lot: Lot) -> None:
+    """In `pipelined()` a write whose result nobody reads is sent and left pending (PostgreSQL runs it while the
+    caller goes on); a read sees it; a failing write's error is raised before the block ends, so it lands in the
+    caller's transaction, and after it the connection works outside pipeline mode again."""
+    from django.db import DatabaseError, transaction
+    from psycopg import pq
+
+    from config.db import pipelined
+
+    raw = connection.connection
+    write = [("UPDATE receipts_lot SET location = %s WHERE id = %s", ["P1", lot.pk])]
+    with pipelined():
+        assert raw.pgconn.pipeline_status == pq.PipelineStatus.ON
+        write_rows(updates=write)
+        assert raw._pipeline is not None and raw._pipeline.result_queue  # sent, its result not read yet
+        assert Lot.objects.filter(pk=lot.pk).values_list("location", flat=True).get() == "P1"
+    assert raw.pgconn.pipeline_status == pq.PipelineStatus.OFF
+
+    reached_the_end = False
+    with pytest.raises(DatabaseError, match="not_a_column"), transaction.atomic():
+        with pipelined():
+            write_rows(updates=[("UPDATE receipts_lot SET location = %s WHERE not_a_column = %s", ["P2", 1])])
+            reached_the_end = True  # the write's error is not raised by the call that sent it...
+    assert reached_the_end  # ...but by the block's end, inside the transaction, which rolled back
+    assert Lot.objects.get(pk=lot.pk).location == "P1"

@@ -193,6 +193,37 @@ def test_a_batch_whose_commit_fails_answers_every_order_with_the_error_and_write
     assert_value_invariants()
 
 
+def test_an_order_whose_write_fails_in_the_database_rolls_back_alone(market) -> None:
+    """Under the instrument's lock an order's writes are pipelined (config.db.pipelined: not waited for). The
+    error of one of them, raised by PostgreSQL after the statement that sent it has returned, still lands in
+    that order's savepoint: the order fails alone and the batch's other orders commit."""
+    _, seller, buyer = market
+    seller.raise_request_exception = buyer.raise_request_exception = False
+    with connection.cursor() as cursor:  # refuses the event of a whole receipt delivered to a buyer
+        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'no deliveries today'; END $$")
+        cursor.execute("CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent FOR EACH ROW "
+                       "WHEN (NEW.kind = 'transferred') EXECUTE FUNCTION test_refuse()")
+    try:
+        responses = in_one_batch([
+            lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
+            lambda: buyer.post("/api/v1/orders", body("buy", "5", "600.00", "takes-all"), key="takes-all-key"),
+            lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "b2")),
+        ])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse ON receipts_receiptevent; DROP FUNCTION test_refuse()")
+    assert [r.status_code for r in responses] == [201, 500, 201], [r.content for r in responses]
+    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"s1", "b2"}
+    assert not Trade.objects.exists() and not IdempotencyRecord.objects.filter(key="takes-all-key").exists()
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    assert_value_invariants()
+    # Its key is free and the seller's receipts are still behind s1: the same order now fills.
+    again = buyer.post("/api/v1/orders", body("buy", "5", "600.00", "takes-all"), key="takes-all-key")
+    assert again.status_code == 201 and [t["quantity_kg"] for t in again.json()["trades"]] == ["5.000"]
+    assert_value_invariants()
+
+
 def test_sixteen_threads_of_mixed_orders_answer_as_the_database_says(market) -> None:
     """Threads post crossing orders, orders a member cannot pay for and retries of one key, at once, so batches
     mix placements and refusals. Every 201 is an order in the database with its key row; every refusal left
