@@ -110,8 +110,10 @@ def normalise_name(name: str) -> str:
                 cjk_cut = True
                 break
     # casefold first: it can itself produce combining marks ("İ" -> "i̇"), which the next step drops.
-    text = text.casefold().translate(_FOLD)
+    # The letters folded by hand go last: an accented one ("Ǽ" -> "ǽ") is only "æ" once its accent is dropped.
+    text = text.casefold()
     text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    text = text.translate(_FOLD)
     text = _JOINERS.sub("", text)
     tokens = _SEPARATORS.sub(" ", text).split()
     return " ".join(_strip_forms(tokens))

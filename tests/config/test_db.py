@@ -253,9 +253,8 @@ def test_pipelined_writes_are_not_waited_for_and_their_error_is_raised_inside_th
     assert raw.pgconn.pipeline_status == pq.PipelineStatus.OFF
 
     reached_the_end = False
-    with pytest.raises(DatabaseError, match="not_a_column"), transaction.atomic():
-        with pipelined():
-            write_rows(updates=[("UPDATE receipts_lot SET location = %s WHERE not_a_column = %s", ["P2", 1])])
-            reached_the_end = True  # the write's error is not raised by the call that sent it...
+    with pytest.raises(DatabaseError, match="not_a_column"), transaction.atomic(), pipelined():
+        write_rows(updates=[("UPDATE receipts_lot SET location = %s WHERE not_a_column = %s", ["P2", 1])])
+        reached_the_end = True  # the write's error is not raised by the call that sent it...
     assert reached_the_end  # ...but by the block's end, inside the transaction, which rolled back
     assert Lot.objects.get(pk=lot.pk).location == "P1"
