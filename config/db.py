@@ -19,7 +19,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -86,30 +86,43 @@ def insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] =
     `then`: writes that need the new row's key, (sql, params) each, reading it from the relation `inserted` (one
     column, `id`; no row when `unless_exists_on` found the row already there): on PostgreSQL in the same
     statement, after the insert elsewhere. Only for one instance."""
+    return send_insert_rows(instances, unless_exists_on=unless_exists_on, then=then)()
+
+
+def send_insert_rows(instances: Sequence[Model], *, unless_exists_on: Sequence[str] = (),
+                     then: Sequence[tuple[str, Sequence[Any]]] = ()) -> Callable[[], bool]:
+    """`insert_rows` in two steps: the statement is sent now, and the function returned reads its keys (and
+    returns what `insert_rows` returns). In a pipelined block (`pipelined`) statements sent before the first
+    of them is read go to PostgreSQL in one round trip."""
     if (unless_exists_on or then) and len(instances) != 1:
         raise ValueError("unless_exists_on and then insert one row at a time")
     fields, sql = _insert_sql(type(instances[0]), len(instances), tuple(unless_exists_on))
     db = _wrapper()
     params = _prepared(instances, fields, db)
     postgresql = db.vendor == "postgresql"
-    with db.cursor() as cursor:
-        if postgresql and then:
-            ctes = [f"inserted(id) AS ({sql})", *(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))]
-            sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
-            params = [*params, *(p for _, write_params in then for p in write_params)]
-        cursor.execute(sql, params)
-        keys = [found[0] for found in cursor.fetchall()]
-        if then and not postgresql:
-            for write, write_params in then:
-                cursor.execute(f"WITH inserted(id) AS (SELECT %s WHERE %s) {write}",  # noqa: S608  # nosec B608 - the caller's statement
-                               [keys[0] if keys else None, bool(keys), *write_params])
-    if not keys and unless_exists_on:
-        return False
-    for instance, pk in zip(instances, keys, strict=True):
-        instance.pk = pk
-        instance._state.adding = False
-        instance._state.db = db.alias
-    return True
+    cursor = db.cursor()
+    if postgresql and then:
+        ctes = [f"inserted(id) AS ({sql})", *(f"then{n} AS ({write})" for n, (write, _) in enumerate(then))]
+        sql = f"WITH {', '.join(ctes)} SELECT id FROM inserted"  # noqa: S608  # nosec B608 - the caller's statements
+        params = [*params, *(p for _, write_params in then for p in write_params)]
+    _send(cursor, sql, params)
+
+    def read() -> bool:
+        with cursor:
+            keys = [found[0] for found in cursor.fetchall()]
+            if then and not postgresql:
+                for write, write_params in then:
+                    cursor.execute(f"WITH inserted(id) AS (SELECT %s WHERE %s) {write}",  # noqa: S608  # nosec B608 - the caller's statement
+                                   [keys[0] if keys else None, bool(keys), *write_params])
+        if not keys and unless_exists_on:
+            return False
+        for instance, pk in zip(instances, keys, strict=True):
+            instance.pk = pk
+            instance._state.adding = False
+            instance._state.db = db.alias
+        return True
+
+    return read
 
 
 def _prepared(instances: Sequence[Model], fields: list[Any], db: BaseDatabaseWrapper) -> list[Any]:
@@ -356,23 +369,43 @@ def select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> list[t
 
     For the hot read-and-lock statements of order entry: a queryset compiles its SQL anew on every call, about
     0.5-1 ms for a join, more than the statement's round trip."""
+    return send_select_rows(sql, params, *models)()
+
+
+def send_select_rows(sql: str, params: Sequence[Any], *models: type[Model]) -> Callable[[], list[tuple[Any, ...]]]:
+    """`select_rows` in two steps: the statement is sent now, and the function returned reads its rows. In a
+    pipelined block (`pipelined`) statements sent before the first of them is read go to PostgreSQL in one
+    round trip."""
     db = _wrapper()
     readers = [(*_readers(model), _builder(model)) for model in models]
-    with db.cursor() as cursor:
+    cursor = db.cursor()
+    _send(cursor, sql, params)
+
+    def read() -> list[tuple[Any, ...]]:
+        with cursor:
+            rows = cursor.fetchall()
+        out = []
+        for row in rows:
+            start, built = 0, []
+            for names, converters, cols, build in readers:
+                values = list(row[start:start + len(names)])
+                for i, chain in enumerate(converters):
+                    for convert in chain:
+                        values[i] = convert(values[i], cols[i], db)
+                built.append(build(db.alias, names, values))
+                start += len(names)
+            out.append((*built, *row[start:]))
+        return out
+
+    return read
+
+
+def _send(cursor: Any, sql: str, params: Sequence[Any]) -> None:
+    try:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    out = []
-    for row in rows:
-        start, built = 0, []
-        for names, converters, cols, build in readers:
-            values = list(row[start:start + len(names)])
-            for i, chain in enumerate(converters):
-                for convert in chain:
-                    values[i] = convert(values[i], cols[i], db)
-            built.append(build(db.alias, names, values))
-            start += len(names)
-        out.append((*built, *row[start:]))
-    return out
+    except BaseException:
+        cursor.close()
+        raise
 
 
 def _builder(model: type[Model]) -> Any:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.db import connection
 from django.db.models import QuerySet
 
-from config.db import columns, for_update, select_rows
+from config.db import columns, for_update, send_select_rows
 from receipts.models import Lot, Receipt, ReceiptStatus, StockStatement, StorageIncident
 
 
@@ -15,12 +15,14 @@ def receipts_for_update(pks: Iterable[int]) -> QuerySet[Receipt]:
     return Receipt.objects.select_for_update(of=("self",)).filter(pk__in=sorted(set(pks))).order_by("pk")
 
 
-def order_receipts_locked(*, holder_id: int, order_ref: str) -> list[Receipt]:
+def order_receipts_locked(*, holder_id: int, order_ref: str) -> Callable[[], list[Receipt]]:
     """The receipts a sell order holds encumbered, locked in pk order (delivery sorts them oldest first), in one
-    plain statement: the queryset compiled anew on every fill cost more than the statement's round trip."""
+    plain statement: the queryset compiled anew on every fill cost more than the statement's round trip. Sent
+    now, read by the function returned (config.db.send_select_rows), so settlement sends it with its trades."""
     sql = (f"SELECT {columns(Receipt, 'r')} FROM receipts_receipt r "  # noqa: S608  # nosec B608 - columns from meta
            f"WHERE r.holder_id = %s AND r.encumbrance_ref = %s AND r.status = %s ORDER BY r.id{for_update()}")
-    return [row[0] for row in select_rows(sql, [holder_id, order_ref, ReceiptStatus.ENCUMBERED], Receipt)]
+    rows = send_select_rows(sql, [holder_id, order_ref, ReceiptStatus.ENCUMBERED], Receipt)
+    return lambda: [row[0] for row in rows()]
 
 
 def lot_for_update(pk: int) -> QuerySet[Lot]:

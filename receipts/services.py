@@ -692,10 +692,14 @@ def receipts_release(*, order_ref: str, holder: Member) -> list[Receipt]:
 
 
 def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_kg: Decimal,
-                     trade_ref: str) -> list[Receipt]:
+                     trade_ref: str, held: list[Receipt] | None = None) -> tuple[list[Receipt], list[Receipt]]:
     """Delivery leg of DvP: move `quantity_kg` of the sell order's encumbered receipts to the buyer, oldest
-    first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks."""
-    receipts = order_receipts_locked(holder_id=seller.pk, order_ref=order_ref)
+    first, splitting the last one (the seller's remainder stays encumbered for the order). Takes row locks.
+
+    `held`: the order's encumbered receipts, already read and locked in this transaction
+    (`order_receipts_locked`); read here if None. Returns the receipts delivered and those the order still
+    holds (for its next delivery in the same transaction)."""
+    receipts = order_receipts_locked(holder_id=seller.pk, order_ref=order_ref)() if held is None else list(held)
     # Locked in key order; delivered oldest first. Keys are no measure of age: a split's parts take theirs from
     # a block taken ahead (config.db.new_keys).
     receipts.sort(key=lambda r: (r.issued_at, r.pk))
@@ -704,9 +708,9 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
     signer = _Signer.now()
     delivered: list[Receipt] = []
     needed = quantity_kg
-    for receipt in receipts:
+    for index, receipt in enumerate(receipts):
         if needed <= 0:
-            break
+            return delivered, receipts[index:]
         if receipt.quantity_kg <= needed:
             event = _append(receipt, chain.TRANSFERRED, {"from": member_ref(seller), "to": member_ref(buyer),
                                                          "quantity": format_kg(receipt.quantity_kg),
@@ -718,11 +722,11 @@ def receipts_deliver(*, order_ref: str, seller: Member, buyer: Member, quantity_
             needed -= receipt.quantity_kg
             continue
         # The seller's remainder stays encumbered for the order.
-        bought, _rest = _split(receipt, [(needed, buyer), (receipt.quantity_kg - needed, seller)], signer,
-                               trade=trade_ref, encumber={1: order_ref})
+        bought, rest = _split(receipt, [(needed, buyer), (receipt.quantity_kg - needed, seller)], signer,
+                              trade=trade_ref, encumber={1: order_ref})
         delivered.append(bought)
-        needed = Decimal(0)
-    return delivered
+        return delivered, [rest, *receipts[index + 1:]]
+    return delivered, []
 
 
 # --- holds, pledges, withdrawals ---------------------------------------------------------------------

@@ -3,11 +3,12 @@ receipts.lock_objects (by pk) after the instrument, so two transactions never wa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from django.db.models import QuerySet
 
-from config.db import columns, for_update, select_rows
+from config.db import columns, for_update, select_rows, send_select_rows
 from trading.models import Account, CandleWatermark, Instrument, Order
 
 
@@ -38,14 +39,24 @@ def accounts_locked(pks: list[int]) -> list[Account]:
     return [row[0] for row in select_rows(sql, keys, Account)]
 
 
-def cash_accounts_locked(member_ids: list[int], currency: str, *, fees: bool) -> list[Account]:
-    """The members' cash accounts in `currency` and, if `fees`, the platform's fee account, locked in pk order
-    and read fresh, in one plain statement: order settlement's accounts, locked once for the whole order."""
-    marks = ", ".join(["%s"] * len(member_ids)) or "NULL"  # placeholders only; the ids go as parameters
+def cash_accounts_locked(member_ids: Sequence[int], currency: str, *, fees: bool,
+                         of_orders: Sequence[int] = ()) -> Callable[[], list[Account]]:
+    """The cash accounts in `currency` of the members `member_ids` and of the members of the orders `of_orders`
+    and, if `fees`, the platform's fee account, locked in pk order and read fresh, in one plain statement:
+    order settlement's accounts, locked once for the whole order. Sent now, read by the function returned
+    (config.db.send_select_rows), so settlement sends it with its read of those orders."""
+    members = sorted(set(member_ids))
+    marks = ", ".join(["%s"] * len(members)) or "NULL"  # placeholders only; the ids go as parameters
+    orders = sorted(set(of_orders))
+    owners = ""
+    if orders:
+        order_marks = ", ".join(["%s"] * len(orders))
+        owners = f" OR a.member_id IN (SELECT o.member_id FROM trading_order o WHERE o.id IN ({order_marks}))"  # noqa: S608  # nosec B608 - placeholders
     fee_account = " OR a.kind = 'fees' AND a.member_id IS NULL" if fees else ""
     sql = (f"SELECT {columns(Account, 'a')} FROM trading_account a WHERE a.currency = %s "  # noqa: S608  # nosec B608 - columns from meta, placeholders
-           f"AND (a.kind = 'member' AND a.member_id IN ({marks}){fee_account}) ORDER BY a.id{for_update()}")
-    return [row[0] for row in select_rows(sql, [currency, *sorted(set(member_ids))], Account)]
+           f"AND (a.kind = 'member' AND (a.member_id IN ({marks}){owners}){fee_account}) ORDER BY a.id{for_update()}")
+    rows = send_select_rows(sql, [currency, *members, *orders], Account)
+    return lambda: [row[0] for row in rows()]
 
 
 def orders_for_update(pks: list[int]) -> QuerySet[Order]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any, cast
@@ -20,9 +20,18 @@ from django.utils import timezone
 
 from compliance import policy
 from config.after_commit import on_commit_merged
-from config.db import columns, for_update, insert_rows, pipelined, select_rows, update_rows, write_rows
+from config.db import (
+    columns,
+    for_update,
+    pipelined,
+    send_insert_rows,
+    send_select_rows,
+    update_rows,
+    write_rows,
+)
 from config.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from members.models import Member
+from receipts.lock_objects import order_receipts_locked
 from receipts.models import Receipt, ReceiptStatus
 from receipts.services import (
     receipt_withdrawal_request,
@@ -166,6 +175,12 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
     an approved warehouse of its region and, on an ESG instrument, holding its label. With `lock`, read and
     locked in one statement (pk order, as every receipt lock); order entry's read. One plain statement: the
     queryset with its joins and label subquery compiled anew for every sell cost ~1.5 ms."""
+    return send_eligible_receipts(member, instrument, lock=lock)()
+
+
+def send_eligible_receipts(member: Member, instrument: Instrument, *,
+                           lock: bool = False) -> Callable[[], list[Receipt]]:
+    """`eligible_receipts` in two steps (config.db.send_select_rows): sent now, read by the function returned."""
     params: list[Any] = [member.pk, instrument.grade_id, ReceiptStatus.ACTIVE, instrument.region]
     labelled = ""
     if instrument.esg_class:
@@ -177,12 +192,17 @@ def eligible_receipts(member: Member, instrument: Instrument, *, lock: bool = Fa
            "JOIN receipts_lot l ON l.id = r.lot_id JOIN receipts_warehouse w ON w.id = l.warehouse_id "
            f"WHERE r.holder_id = %s AND r.grade_id = %s AND r.status = %s AND w.region = %s AND w.approved"
            f"{labelled}{order}")
-    receipts = [row[0] for row in select_rows(sql, params, Receipt)]
-    for receipt in receipts:
-        receipt.holder = member  # what the query filtered on: no join for it
-    if lock:
-        receipts.sort(key=lambda r: (r.issued_at, r.pk))
-    return receipts
+    rows = send_select_rows(sql, params, Receipt)
+
+    def read() -> list[Receipt]:
+        receipts = [row[0] for row in rows()]
+        for receipt in receipts:
+            receipt.holder = member  # what the query filtered on: no join for it
+        if lock:
+            receipts.sort(key=lambda r: (r.issued_at, r.pk))
+        return receipts
+
+    return read
 
 
 # --- placing (do_*) ----------------------------------------------------------------------------------------
@@ -232,8 +252,12 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
         else Decimal(0)
     command = BookCommand(instrument=instrument, seq=seq, kind="submit", owner=member.pk, side=ticket.side,
                           quantity=to_units(ticket.quantity_kg), price=ticket.engine_price, tif=ticket.tif)
-    order = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold, command=command)
-    if order is None:
+    order, inserted = _order_insert(member, instrument, ticket, client_order_id, seq=seq, hold=hold, command=command)
+    # A sell's receipts are read and locked in the same round trip as the insert (both sent, then read).
+    receipts = send_eligible_receipts(member, instrument, lock=True) if ticket.side == Side.SELL else None
+    if not inserted():
+        if receipts is not None:
+            receipts()  # read and dropped: a replay encumbers nothing
         existing = Order.objects.get(member=member, client_order_id=client_order_id)
         # A replay is the same order: a market order's protective price is the band edge of the day, so it
         # is compared as "no limit".
@@ -251,9 +275,8 @@ def _place_locked(member: Member, instrument: Instrument, ticket: OrderTicket, c
     # Cash moves in one batch of journal entries at the end (hold, trades, releases; ledger.post_many, in
     # _settle): the buyer's hold is checked there before anything is written, and a refusal rolls the order
     # back whole.
-    if ticket.side == Side.SELL:
-        receipts_encumber(receipts=eligible_receipts(member, instrument, lock=True), quantity_kg=ticket.quantity_kg,
-                          order_ref=f"O{order.pk}")
+    if receipts is not None:
+        receipts_encumber(receipts=receipts(), quantity_kg=ticket.quantity_kg, order_ref=f"O{order.pk}")
 
     book_cache.mark_tentative(instrument.pk, cached)
     execution = cached.book.submit(order.pk, member.pk, ticket.side, command.quantity, command.price, command.tif)
@@ -298,9 +321,10 @@ def _command_log(instrument: Instrument, command: BookCommand, order_id: int | N
 
 
 def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, client_order_id: str, *, seq: int,
-                  hold: Decimal, command: BookCommand) -> Order | None:
-    """Insert the order, or nothing when the member already has one with this client order id (None): one
-    statement is both the replay check and the insert. ON CONFLICT sees committed rows whatever the snapshot,
+                  hold: Decimal, command: BookCommand) -> tuple[Order, Callable[[], bool]]:
+    """Send the insert of the order, which inserts nothing when the member already has one with this client order
+    id: one statement is both the replay check and the insert. Returns the order and what reads whether it was
+    inserted (config.db.send_insert_rows: the caller may send more before reading). ON CONFLICT sees committed rows whatever the snapshot,
     and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key.
 
     The same statement appends the order's `command` (a submit; its order is the new row) to the book's
@@ -310,9 +334,8 @@ def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, c
                   order_type=ticket.order_type, tif=ticket.tif,
                   price=ticket.price if ticket.order_type == OrderType.LIMIT else None,
                   quantity_kg=ticket.quantity_kg, filled_kg=Decimal(0), held_amount=hold, book_seq=seq)
-    inserted = insert_rows([order], unless_exists_on=("member", "client_order_id"),
-                           then=_command_log(instrument, command, None))
-    return order if inserted else None
+    return order, send_insert_rows([order], unless_exists_on=("member", "client_order_id"),
+                                   then=_command_log(instrument, command, None))
 
 
 def _fold_candles(instrument_ids: list[int]) -> None:
@@ -329,13 +352,14 @@ def _fold_candles(instrument_ids: list[int]) -> None:
                     exc_info=True)
 
 
-def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[dict[int, Account], Account | None]:
-    """The members' cash accounts in `currency` and, if `fees`, the platform's fee account, locked and read
-    fresh in one statement, for the order's one `post_many` (an account a member or the platform does not have
-    yet is created: a row of this transaction, which no other can see)."""
+def _cash_accounts(read: Callable[[], list[Account]], member_ids: set[int], currency: str, *,
+                   fees: bool) -> tuple[dict[int, Account], Account | None]:
+    """The members' cash accounts in `currency` and, if `fees`, the platform's fee account, from `read` (their
+    locking read, `cash_accounts_locked`), for the order's one `post_many`; an account a member or the platform
+    does not have yet is created (a row of this transaction, which no other can see)."""
     found: dict[int, Account] = {}
     fees_account: Account | None = None
-    for account in cash_accounts_locked(sorted(member_ids), currency, fees=fees):
+    for account in read():
         if account.kind == AccountKind.FEES:
             fees_account = account
         else:
@@ -347,16 +371,22 @@ def _cash_accounts(member_ids: set[int], currency: str, *, fees: bool) -> tuple[
     return found, fees_account
 
 
-def _orders_with_members(pks: set[int]) -> dict[int, Order]:
-    """These orders with their members, by pk, in one plain statement (the makers an order met)."""
+def _orders_with_members(pks: set[int]) -> Callable[[], dict[int, Order]]:
+    """These orders with their members, by pk, in one plain statement (the makers an order met). Sent now,
+    read by the function returned."""
     marks = ", ".join(["%s"] * len(pks))  # placeholders only; the keys go as parameters
     sql = (f"SELECT {columns(Order, 'o')}, {columns(Member, 'm')} FROM trading_order o "  # noqa: S608  # nosec B608 - columns from meta, placeholders
            f"JOIN members_member m ON m.id = o.member_id WHERE o.id IN ({marks})")
-    found = {}
-    for order, member in select_rows(sql, sorted(pks), Order, Member):
-        order.member = member
-        found[order.pk] = order
-    return found
+    rows = send_select_rows(sql, sorted(pks), Order, Member)
+
+    def read() -> dict[int, Order]:
+        found = {}
+        for order, member in rows():
+            order.member = member
+            found[order.pk] = order
+        return found
+
+    return read
 
 
 def _settle(instrument: Instrument, taker: Order, execution: Execution, result: OrderResult) -> None:
@@ -365,15 +395,19 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
     per trade, releases) in one `post_many`, then the orders."""
     # The engine takes any hashable id; this service gives it order primary keys.
     maker_ids = {cast(int, fill.maker_id) for fill in execution.fills} | {cast(int, pk) for pk in execution.cancelled}
-    orders = _orders_with_members(maker_ids) if maker_ids else {}
-    orders[taker.pk] = taker
-    # Every cash account the order touches, in one read: the buyer's for its hold, the makers' and the
-    # platform's fee account when something filled or was cancelled.
+    makers = _orders_with_members(maker_ids) if maker_ids else None
+    # Every cash account the order touches, in one read sent with the makers' (one round trip): the buyer's for
+    # its hold, the makers' members' and the platform's fee account when something filled or was cancelled.
     moved = bool(execution.fills or execution.cancelled)
+    accounts_read = cash_accounts_locked([taker.member_id], instrument.currency, fees=moved, of_orders=sorted(maker_ids)) \
+        if moved or taker.side == Side.BUY else None
+    orders = makers() if makers else {}
+    orders[taker.pk] = taker
     holders = {o.member_id for o in orders.values()} if moved else set()
     if taker.side == Side.BUY:
         holders.add(taker.member_id)
-    accounts, fees_account = _cash_accounts(holders, instrument.currency, fees=moved) if holders else ({}, None)
+    accounts, fees_account = _cash_accounts(accounts_read, holders, instrument.currency, fees=moved) \
+        if accounts_read else ({}, None)
     entries: list[Entry] = []
     if taker.side == Side.BUY:
         account, hold = accounts[taker.member_id], taker.held_amount
@@ -395,13 +429,20 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
             aggressor=taker.side, price=price, quantity_kg=quantity, notional=notional,
             buyer_fee=_floor_cents(notional * buyer_bps / BPS), seller_fee=_floor_cents(notional * seller_bps / BPS),
             executed_at=now))
-    if trades:
-        insert_rows(trades)
+    # The trades' insert and the locking reads of the receipts each sell order holds go in one round trip.
+    inserted = send_insert_rows(trades) if trades else None
+    holding = {sell.pk: order_receipts_locked(holder_id=sell.member_id, order_ref=f"O{sell.pk}")
+               for sell in {trade.sell_order.pk: trade.sell_order for trade in trades}.values()}
+    if inserted:
+        inserted()
+    held = {pk: read() for pk, read in holding.items()}
     for trade in trades:
         buy, sell = trade.buy_order, trade.sell_order
-        # Delivery and payment in the same transaction: title moves only if cash moves, and back.
-        receipts_deliver(order_ref=f"O{sell.pk}", seller=sell.member, buyer=buy.member, quantity_kg=trade.quantity_kg,
-                         trade_ref=f"T{trade.pk}")
+        # Delivery and payment in the same transaction: title moves only if cash moves, and back. What the sell
+        # order still holds after a delivery is its next delivery's (a sell that met several bids).
+        _, held[sell.pk] = receipts_deliver(order_ref=f"O{sell.pk}", seller=sell.member, buyer=buy.member,
+                                            quantity_kg=trade.quantity_kg, trade_ref=f"T{trade.pk}",
+                                            held=held[sell.pk])
         entries.append(Entry("trade", f"T{trade.pk}", [
             (accounts[buy.member_id], HELD, -(trade.notional + trade.buyer_fee)),
             (accounts[sell.member_id], AVAILABLE, trade.notional - trade.seller_fee),

@@ -258,3 +258,22 @@ def test_pipelined_writes_are_not_waited_for_and_their_error_is_raised_inside_th
         reached_the_end = True  # the write's error is not raised by the call that sent it...
     assert reached_the_end  # ...but by the block's end, inside the transaction, which rolled back
     assert Lot.objects.get(pk=lot.pk).location == "P1"
+
+
+def test_statements_sent_before_the_first_read_go_together_in_a_pipelined_block(lot: Lot) -> None:
+    """`send_insert_rows` and `send_select_rows` send now and read later: in a pipelined block both statements
+    are on their way before either result is read (one round trip), and each reader gets its own result."""
+    from config.db import pipelined, send_insert_rows, send_select_rows
+
+    metal = Metal.objects.get(symbol=lot.metal.symbol)
+    counter = ReceiptNumberCounter(metal=metal, year=1998, last=7)
+    with pipelined():
+        inserted = send_insert_rows([counter], unless_exists_on=("metal", "year"))
+        lots = send_select_rows(f"SELECT {columns(Lot, 'l')} FROM receipts_lot l WHERE l.id = %s", [lot.pk], Lot)  # noqa: S608  # nosec B608 - columns from meta
+        assert len(connection.connection._pipeline.result_queue) == 2  # both sent, neither read
+        assert [row[0].pk for row in lots()] == [lot.pk]
+        assert inserted() and counter.pk is not None
+        again = send_insert_rows([ReceiptNumberCounter(metal=metal, year=1998, last=9)],
+                                 unless_exists_on=("metal", "year"))
+        assert not again()
+    assert ReceiptNumberCounter.objects.get(pk=counter.pk).last == 7

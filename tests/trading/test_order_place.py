@@ -69,6 +69,30 @@ def test_crossing_buy_settles_delivery_versus_payment(market) -> None:
     assert_value_invariants()
 
 
+def test_a_sell_that_meets_several_bids_delivers_each_from_what_the_last_delivery_left(market) -> None:
+    """Settlement reads a sell order's encumbered receipts once (with the trades' insert) and each delivery
+    passes on what it left: a split's encumbered remainder and the receipts not reached, oldest first."""
+    from receipts.bundles import verify_bundle
+    from receipts.selectors import receipt_bundle
+
+    world, inst = market
+    seller, _ = seller_with(world, "3.000", count=3)  # three receipts of 3 kg: 9 kg
+    buyers = [funded_member("100000.00") for _ in range(3)]
+    for buyer, qty in zip(buyers, ["2", "3", "2"], strict=True):
+        place(buyer, inst, "buy", qty, "600.00")
+    sell = place(seller, inst, "sell", "8", "600.00")  # 2 + 3 + 2 filled, 1 kg rests
+    assert [t.quantity_kg for t in sell.trades] == [Decimal("2.000"), Decimal("3.000"), Decimal("2.000")]
+    for buyer, qty in zip(buyers, ["2.000", "3.000", "2.000"], strict=True):
+        bought = list(Receipt.objects.filter(holder=buyer, status=ReceiptStatus.ACTIVE))
+        assert sum(r.quantity_kg for r in bought) == Decimal(qty)
+        assert all(verify_bundle(receipt_bundle(r)).ok for r in bought)
+    still = Receipt.objects.filter(holder=seller, status=ReceiptStatus.ENCUMBERED, encumbrance_ref=f"O{sell.order.pk}")
+    assert [r.quantity_kg for r in still] == [Decimal("1.000")]
+    assert [r.quantity_kg for r in Receipt.objects.filter(holder=seller, status=ReceiptStatus.ACTIVE)] == \
+        [Decimal("1.000")]
+    assert_value_invariants()
+
+
 def test_cancel_releases_exactly_what_the_order_holds(market) -> None:
     world, inst = market
     seller, _ = seller_with(world, "50.000")
@@ -172,6 +196,21 @@ def test_client_order_id_is_idempotent(market) -> None:
     with pytest.raises(ApplicationError) as err:
         place(buyer, inst, "sell", "1", "600.00", coid="same")
     assert err.value.code == "client_order_id_reused"
+
+
+
+def test_a_replayed_sell_encumbers_nothing_more(market) -> None:
+    """A sell's receipts are read and locked in the round trip of its insert, before the insert is known to be a
+    replay: the replay returns the first order and leaves the receipts as the first order left them."""
+    world, inst = market
+    seller, _ = seller_with(world, "10.000")
+    first = place(seller, inst, "sell", "4", "600.00", coid="s-same")
+    encumbered = sorted(Receipt.objects.filter(holder=seller, status="encumbered").values_list("pk", "quantity_kg"))
+    again = place(seller, inst, "sell", "4", "600.00", coid="s-same")
+    assert again.replayed and again.order.pk == first.order.pk and Order.objects.count() == 1
+    assert sorted(Receipt.objects.filter(holder=seller, status="encumbered").values_list("pk", "quantity_kg")) == \
+        encumbered == [(encumbered[0][0], Decimal("4.000"))]
+    assert_value_invariants()
 
 
 def test_price_time_priority_and_receipts_carry_proof(market) -> None:
