@@ -29,6 +29,7 @@ from typing import Any
 from django.db import transaction
 
 from config import after_commit
+from config import db as config_db
 from members.idempotency import (
     IdempotentRequest,
     Outcome,
@@ -155,9 +156,20 @@ def _run_batch(code: str, lane: _Lane) -> None:
                 answers.append((first, claimed, None))
             else:
                 found = selectors.instrument_for_order(code, lock=True)
+                # The first order runs in a pipeline left open for its response and the COMMIT: its writes are
+                # waited for with them, in one round trip (config.db.pipelined). If orders queued meanwhile, the
+                # pipeline ends first, so the first order's writes are done (any error of theirs raised) before
+                # they join; each of them waits for its own at the end of its savepoint.
+                first_pipeline = pipelined.enter_context(contextlib.ExitStack())
+                first_pipeline.enter_context(config_db.pipelined())
                 answers.append((first, answer(claimed, functools.partial(first.place, found)), None))
+                with lane.ready:
+                    queued = bool(lane.queue)
+                if queued:
+                    first_pipeline.close()
                 with lane.ready:  # the orders that queued meanwhile join, each in a savepoint
-                    more, lane.queue = lane.queue[:MAX_BATCH - 1], lane.queue[MAX_BATCH - 1:]
+                    more = lane.queue[:MAX_BATCH - 1] if queued else []  # one queued since waits for the next batch
+                    lane.queue = lane.queue[len(more):]
                     lane.running += len(more)
                 batch += more
                 answers.extend(_run_each(more, found))

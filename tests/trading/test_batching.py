@@ -224,6 +224,52 @@ def test_an_order_whose_write_fails_in_the_database_rolls_back_alone(market) -> 
     assert_value_invariants()
 
 
+def test_when_the_first_orders_write_fails_the_orders_queued_behind_it_go_in_the_next_batch(market) -> None:
+    """The batch's first order runs outside a savepoint, its writes waited for only with the COMMIT, unless
+    orders are queued: then they are waited for before those join, so a failing write of the first order fails
+    it alone, and the queued orders are placed by the next batch."""
+    _, seller, buyer = market
+    seller.raise_request_exception = buyer.raise_request_exception = False
+    results: list[Any] = [None, None]
+
+    def run(n: int, post: Callable[[], Any]) -> None:
+        try:
+            results[n] = post()
+        finally:
+            connections.close_all()
+
+    with connection.cursor() as cursor:  # refuses the sell's encumbrance (the buy encumbers nothing)
+        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'no encumbrances today'; END $$")
+        cursor.execute("CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent FOR EACH ROW "
+                       "WHEN (NEW.kind = 'encumbered') EXECUTE FUNCTION test_refuse()")
+    before = batching.STATS.batches
+    try:
+        threads = [threading.Thread(target=run, args=(0, lambda: seller.post("/api/v1/orders",
+                                                                             body("sell", "3", "600.00", "s3")))),
+                   threading.Thread(target=run, args=(1, lambda: buyer.post("/api/v1/orders",
+                                                                            body("buy", "1", "590.00", "b1"))))]
+        with transaction.atomic():
+            Instrument.objects.select_for_update().get(code="GA-6N-CN")
+            for n, thread in enumerate(threads):
+                thread.start()
+                deadline = time.monotonic() + 10
+                while batching.unanswered("GA-6N-CN") < n + 1:
+                    assert time.monotonic() < deadline, "the order never queued"
+                    time.sleep(0.005)
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive(), "an order was never answered"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse ON receipts_receiptevent; DROP FUNCTION test_refuse()")
+    assert [r.status_code for r in results] == [500, 201], [r.content for r in results]
+    assert batching.STATS.batches == before + 1  # the buy's own (a batch that fails is not counted)
+    assert set(Order.objects.values_list("client_order_id", flat=True)) == {"b1"}
+    assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
+    assert_value_invariants()
+
+
 def test_sixteen_threads_of_mixed_orders_answer_as_the_database_says(market) -> None:
     """Threads post crossing orders, orders a member cannot pay for and retries of one key, at once, so batches
     mix placements and refusals. Every 201 is an order in the database with its key row; every refusal left
