@@ -108,7 +108,10 @@ def fetch(statements: Mapping[str, str], arguments: Mapping[str, Sequence[int]] 
     with connection.cursor() as cursor:
         by_name = {_statement_name(sql): sql for sql in statements.values()}
         # Asked of the server each time: psycopg's own statement cache sends DEALLOCATE ALL after any
-        # ROLLBACK (each test's end, each savepoint rolled back), which drops these too.
+        # ROLLBACK (each test's end, each savepoint rolled back), which drops these too. It sends it at the end
+        # of the next statement it runs, and a rollback run in pipeline mode (order entry's) is seen only when
+        # its result is read: the first statement here lets a DEALLOCATE ALL still due go before the question.
+        cursor.execute("SELECT 1")
         cursor.execute("SELECT name FROM pg_prepared_statements WHERE starts_with(name, 'ingot_check_')")
         missing = by_name.keys() - {row[0] for row in cursor.fetchall()}
         if missing:
