@@ -10,7 +10,9 @@ PostgreSQL and SQLite (3.35+, RETURNING).
 
 `write_rows` sends several inserts (rows whose keys `new_keys` took ahead, so they can refer to each other) and
 updates (`update_rows`: many rows' values in one UPDATE) as one statement on PostgreSQL; `select_rows` reads
-rows into instances as the ORM would.
+rows into instances as the ORM would. In a `pipelined` block (psycopg's pipeline mode) a write is not waited
+for, and `send_select_rows` / `send_insert_rows` send a statement now and read it later, so statements sent
+before the first read travel together.
 """
 
 from __future__ import annotations
