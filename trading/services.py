@@ -324,8 +324,9 @@ def _order_insert(member: Member, instrument: Instrument, ticket: OrderTicket, c
                   hold: Decimal, command: BookCommand) -> tuple[Order, Callable[[], bool]]:
     """Send the insert of the order, which inserts nothing when the member already has one with this client order
     id: one statement is both the replay check and the insert. Returns the order and what reads whether it was
-    inserted (config.db.send_insert_rows: the caller may send more before reading). ON CONFLICT sees committed rows whatever the snapshot,
-    and waits for an uncommitted one, so a concurrent twin is found rather than failing the unique key.
+    inserted (config.db.send_insert_rows: the caller may send more before reading). ON CONFLICT sees committed
+    rows whatever the snapshot, and waits for an uncommitted one, so a concurrent twin is found rather than
+    failing the unique key.
 
     The same statement appends the order's `command` (a submit; its order is the new row) to the book's
     command log and moves the instrument's `book_seq` to it (`_command_log`); a replay writes neither.
@@ -399,8 +400,10 @@ def _settle(instrument: Instrument, taker: Order, execution: Execution, result: 
     # Every cash account the order touches, in one read sent with the makers' (one round trip): the buyer's for
     # its hold, the makers' members' and the platform's fee account when something filled or was cancelled.
     moved = bool(execution.fills or execution.cancelled)
-    accounts_read = cash_accounts_locked([taker.member_id], instrument.currency, fees=moved, of_orders=sorted(maker_ids)) \
-        if moved or taker.side == Side.BUY else None
+    accounts_read = None
+    if moved or taker.side == Side.BUY:
+        accounts_read = cash_accounts_locked([taker.member_id], instrument.currency, fees=moved,
+                                             of_orders=sorted(maker_ids))
     orders = makers() if makers else {}
     orders[taker.pk] = taker
     holders = {o.member_id for o in orders.values()} if moved else set()
