@@ -150,5 +150,8 @@ def load() -> list[str]:
         member__legal_id=MARKET_MAKER, status__in=LIVE_ORDER_STATUSES).exists() else 0
     from trading import pricing_demo
 
+    history = pricing_demo.load()
+    if quotes:  # the price history's trades took some quotes: both sides again, around the reference it left
+        quotes = market_maker_requote(seed=8)
     return [f"  market:     {len(instruments)} instruments, {trades} opening trades, {quotes} market-maker quotes",
-            *pricing_demo.load()]
+            *history]
