@@ -218,7 +218,7 @@ def pipelined() -> Iterator[None]:
     rest (a Sync), so an error of any statement in it is raised inside the block, in the caller's transaction
     or savepoint, never after.
 
-    Inside a pipeline already open (`in_pipeline`: the caller's, e.g. order entry's batch, which runs its first
+    Inside a pipeline already open (the caller's, e.g. order entry's batch, which runs its first
     order through its COMMIT in one), a plain block: what it sends is waited for when the caller's pipeline
     ends or at the commit, one round trip fewer; errors then land in the caller's scope.
 
@@ -226,7 +226,7 @@ def pipelined() -> Iterator[None]:
     pipeline mode that count is not there yet. Nor for a block that catches a database error to go on in a
     savepoint (after an error every statement up to the Sync is refused). Elsewhere, a plain block."""
     db = _wrapper()
-    if db.vendor != "postgresql" or in_pipeline():
+    if db.vendor != "postgresql" or _in_pipeline():
         yield
         return
     db.ensure_connection()
@@ -234,7 +234,7 @@ def pipelined() -> Iterator[None]:
         yield
 
 
-def in_pipeline() -> bool:
+def _in_pipeline() -> bool:
     """The thread's connection is in psycopg's pipeline mode (a `pipelined` block, or the caller's)."""
     db = _wrapper()
     return db.vendor == "postgresql" and db.connection is not None and db.connection._pipeline is not None

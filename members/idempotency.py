@@ -20,7 +20,7 @@ from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
-from config.db import in_pipeline, update_rows, write_rows
+from config.db import pipelined, update_rows, write_rows
 from config.errors import Conflict, NotAllowed, Unprocessable, ValidationFailed
 from members.models import IdempotencyRecord, Member
 
@@ -151,9 +151,9 @@ def record_responses(outcomes: list[Outcome]) -> None:
 
 def enter_pipeline(stack: contextlib.ExitStack) -> None:
     """On PostgreSQL, send the rest of the transaction (its last statement and the COMMIT) in one round trip:
-    psycopg's pipeline mode, left when `stack` closes, after the commit and its on_commit hooks."""
-    if connection.vendor == "postgresql" and not in_pipeline():  # once: a nested block would wait at its start
-        stack.enter_context(connection.connection.pipeline())
+    psycopg's pipeline mode (`config.db.pipelined`; nothing new inside one already open), left when `stack`
+    closes, after the commit and its on_commit hooks."""
+    stack.enter_context(pipelined())
 
 
 def idempotent(request: Request, member: Member | None, work: Callable[[], tuple[int, Any]]) -> HttpResponse:

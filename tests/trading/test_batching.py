@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -38,8 +39,14 @@ def body(side: str, quantity: str, price: str, coid: str) -> dict[str, str]:
 
 
 def in_one_batch(posts: list[Callable[[], Any]]) -> list[Any]:
+    """`queued_together`, all of them placed by one batch."""
+    return queued_together(posts, batches=1)
+
+
+def queued_together(posts: list[Callable[[], Any]], *, batches: int) -> list[Any]:
     """Run each post in a thread of its own while the instrument's row is locked here; release the lock once all
-    of them have queued. Returns each post's response (or the exception it raised), in the same order."""
+    of them have queued. Returns each post's response (or the exception it raised), in the same order.
+    `batches`: how many batches got as far as their commit (batching.STATS counts no batch that failed before)."""
     results: list[Any] = [None] * len(posts)
 
     def run(n: int) -> None:
@@ -62,8 +69,24 @@ def in_one_batch(posts: list[Callable[[], Any]]) -> list[Any]:
                 time.sleep(0.005)
     for thread in threads:
         thread.join(30)
-    assert batching.STATS.batches == before + 1, "the orders were not placed in one batch"
+        assert not thread.is_alive(), "an order was never answered"
+    assert batching.STATS.batches == before + batches, "the orders were not placed in the batches expected"
     return results
+
+
+@contextmanager
+def refusing(table: str, trigger: str) -> Iterator[None]:
+    """While the block runs, PostgreSQL refuses what the trigger `test_refuse` on `table` fires on: `trigger` is
+    the CREATE TRIGGER statement, its function `test_refuse()`."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$")
+        cursor.execute(trigger)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_refuse ON {table}; DROP FUNCTION test_refuse()")
 
 
 @pytest.fixture
@@ -166,21 +189,15 @@ def test_a_batch_whose_commit_fails_answers_every_order_with_the_error_and_write
     _, seller, buyer = market
     # The test client re-raises a request's exception through a process-wide signal, which threads would share.
     seller.raise_request_exception = buyer.raise_request_exception = False
-    with connection.cursor() as cursor:  # refuses, at commit, any transaction that inserted the order "poison"
-        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                       "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$")
-        cursor.execute("CREATE CONSTRAINT TRIGGER test_refuse AFTER INSERT ON trading_order "
-                       "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.client_order_id = 'poison') "
-                       "EXECUTE FUNCTION test_refuse()")
-    try:
+    # Refuses, at commit, any transaction that inserted the order "poison".
+    with refusing("trading_order", "CREATE CONSTRAINT TRIGGER test_refuse AFTER INSERT ON trading_order "
+                                   "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.client_order_id = 'poison') "
+                                   "EXECUTE FUNCTION test_refuse()"):
         responses = in_one_batch([
             lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
             lambda: buyer.post("/api/v1/orders", body("buy", "2", "600.00", "poison")),
             lambda: buyer.post("/api/v1/orders", body("buy", "1", "0.5", "off-tick")),
         ])
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_refuse ON trading_order; DROP FUNCTION test_refuse()")
     # The orders that ran get the commit's error (a 500); a refusal keeps its own answer; nothing was written.
     assert [r.status_code for r in responses] == [500, 500, 400], [r.content for r in responses]
     assert responses[0].json()["code"] == "server_error" and responses[2].json()["code"] == "out_of_band"
@@ -199,20 +216,14 @@ def test_an_order_whose_write_fails_in_the_database_rolls_back_alone(market) -> 
     that order's savepoint: the order fails alone and the batch's other orders commit."""
     _, seller, buyer = market
     seller.raise_request_exception = buyer.raise_request_exception = False
-    with connection.cursor() as cursor:  # refuses the event of a whole receipt delivered to a buyer
-        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                       "$$ BEGIN RAISE EXCEPTION 'no deliveries today'; END $$")
-        cursor.execute("CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent FOR EACH ROW "
-                       "WHEN (NEW.kind = 'transferred') EXECUTE FUNCTION test_refuse()")
-    try:
+    # Refuses the event of a whole receipt delivered to a buyer.
+    with refusing("receipts_receiptevent", "CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent "
+                                           "FOR EACH ROW WHEN (NEW.kind = 'transferred') EXECUTE FUNCTION test_refuse()"):
         responses = in_one_batch([
             lambda: seller.post("/api/v1/orders", body("sell", "5", "600.00", "s1")),
             lambda: buyer.post("/api/v1/orders", body("buy", "5", "600.00", "takes-all"), key="takes-all-key"),
             lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "b2")),
         ])
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_refuse ON receipts_receiptevent; DROP FUNCTION test_refuse()")
     assert [r.status_code for r in responses] == [201, 500, 201], [r.content for r in responses]
     assert set(Order.objects.values_list("client_order_id", flat=True)) == {"s1", "b2"}
     assert not Trade.objects.exists() and not IdempotencyRecord.objects.filter(key="takes-all-key").exists()
@@ -230,41 +241,14 @@ def test_when_the_first_orders_write_fails_the_orders_queued_behind_it_go_in_the
     it alone, and the queued orders are placed by the next batch."""
     _, seller, buyer = market
     seller.raise_request_exception = buyer.raise_request_exception = False
-    results: list[Any] = [None, None]
-
-    def run(n: int, post: Callable[[], Any]) -> None:
-        try:
-            results[n] = post()
-        finally:
-            connections.close_all()
-
-    with connection.cursor() as cursor:  # refuses the sell's encumbrance (the buy encumbers nothing)
-        cursor.execute("CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                       "$$ BEGIN RAISE EXCEPTION 'no encumbrances today'; END $$")
-        cursor.execute("CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent FOR EACH ROW "
-                       "WHEN (NEW.kind = 'encumbered') EXECUTE FUNCTION test_refuse()")
-    before = batching.STATS.batches
-    try:
-        threads = [threading.Thread(target=run, args=(0, lambda: seller.post("/api/v1/orders",
-                                                                             body("sell", "3", "600.00", "s3")))),
-                   threading.Thread(target=run, args=(1, lambda: buyer.post("/api/v1/orders",
-                                                                            body("buy", "1", "590.00", "b1"))))]
-        with transaction.atomic():
-            Instrument.objects.select_for_update().get(code="GA-6N-CN")
-            for n, thread in enumerate(threads):
-                thread.start()
-                deadline = time.monotonic() + 10
-                while batching.unanswered("GA-6N-CN") < n + 1:
-                    assert time.monotonic() < deadline, "the order never queued"
-                    time.sleep(0.005)
-        for thread in threads:
-            thread.join(30)
-            assert not thread.is_alive(), "an order was never answered"
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_refuse ON receipts_receiptevent; DROP FUNCTION test_refuse()")
+    # Refuses the sell's encumbrance (the buy encumbers nothing).
+    with refusing("receipts_receiptevent", "CREATE TRIGGER test_refuse AFTER INSERT ON receipts_receiptevent "
+                                           "FOR EACH ROW WHEN (NEW.kind = 'encumbered') EXECUTE FUNCTION test_refuse()"):
+        # The buy's own batch; a batch that fails is not counted.
+        results = queued_together([lambda: seller.post("/api/v1/orders", body("sell", "3", "600.00", "s3")),
+                                   lambda: buyer.post("/api/v1/orders", body("buy", "1", "590.00", "b1"))],
+                                  batches=1)
     assert [r.status_code for r in results] == [500, 201], [r.content for r in results]
-    assert batching.STATS.batches == before + 1  # the buy's own (a batch that fails is not counted)
     assert set(Order.objects.values_list("client_order_id", flat=True)) == {"b1"}
     assert Client().get("/api/v1/instruments/GA-6N-CN/depth").json() == book_from_orders()
     assert_value_invariants()
