@@ -191,24 +191,36 @@ class IndexValueSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IndexValue
-        fields = ["grade", "day", "value", "status", "trade_count", "seller_count", "volume", "considered", "median",
+        fields = ["grade", "region", "day", "value", "status", "trade_count", "seller_count", "volume", "considered", "median",
                   "excluded", "assessed_reference", "assessed_from", "instruments", "reason", "window_start",
                   "window_end", "method_version", "published_at"]
 
 
 class IndexHistoryView(APIView):
-    """The published daily spot index of a grade, oldest first (status `traded` or `assessed`)."""
+    """The published daily spot index of a grade, oldest first (status `traded` or `assessed`): its index over
+    every delivery region, or with `region` its regional values there (METHODOLOGY §1.6)."""
 
     permission_classes = [AllowAny]
 
     @extend_schema(responses={200: IndexValueSerializer(many=True)}, operation_id="index_history",
-                   parameters=[OpenApiParameter("since", OpenApiTypes.DATE, required=False),
+                   parameters=[OpenApiParameter("region", str, required=False,
+                                                description="A delivery region of the grade (e.g. CN, EU): its "
+                                                            "regional values. Omitted: the grade's index."),
+                               OpenApiParameter("since", OpenApiTypes.DATE, required=False),
                                OpenApiParameter("until", OpenApiTypes.DATE, required=False),
                                OpenApiParameter("limit", int, required=False)])
     def get(self, request: Request, grade: str) -> Response:
         found = get_object_or_404(Grade, code=grade)
-        rows = pricing_selectors.index_history(found, since=_day(request, "since"), until=_day(request, "until"),
-                                               limit=_limit(request, 366))
+        region = request.query_params.get("region", "")
+        if region:
+            known = set(pricing_selectors.index_regions(found)) | set(
+                IndexValue.objects.filter(grade=found).exclude(region="").values_list("region", flat=True))
+            if region not in known:
+                listed = ", ".join(sorted(known)) or "none: it trades in one region, so its index is the only value"
+                raise ValidationFailed(f"{found.code} has no regional index for {region!r}; its regions: {listed}.",
+                                       code="invalid_region", field="region")
+        rows = pricing_selectors.index_history(found, region=region, since=_day(request, "since"),
+                                               until=_day(request, "until"), limit=_limit(request, 366))
         return Response(IndexValueSerializer(rows, many=True).data)
 
 

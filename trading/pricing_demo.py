@@ -25,6 +25,7 @@ from trading.pricing_services import (
     factors_load_csv,
     index_grades,
     index_publish,
+    index_scopes,
     references_compute,
     window_end_for,
 )
@@ -145,8 +146,9 @@ def _publish_index() -> int:
             day = today - timedelta(days=back)
             if pricing.index_publication_time(day, method) > now:
                 continue
-            try:
-                index_publish(grade=grade, day=day)
-            except ApplicationError:  # no trades and no reference for that grade: nothing to publish
-                continue
+            for region in index_scopes(grade):
+                try:
+                    index_publish(grade=grade, day=day, region=region)
+                except ApplicationError:  # no trades and no reference for that grade: nothing to publish
+                    continue
     return IndexValue.objects.count() - before

@@ -102,9 +102,13 @@ class IndexStatus(models.TextChoices):
 
 
 class IndexValue(models.Model):
-    """The published daily spot index of a grade (METHODOLOGY §1). Never recalculated once published."""
+    """The published daily spot index of a grade (METHODOLOGY §1), or of the grade in one delivery region
+    (§1.6: `region` set). Never recalculated once published."""
 
     grade = models.ForeignKey(Grade, on_delete=models.PROTECT, related_name="index_values")
+    region = models.CharField(max_length=20, blank=True, default="",
+                              help_text="Delivery region of a regional value; blank for the grade's index "
+                                        "over every region.")
     day = models.DateField()
     value = _price()
     status = models.CharField(max_length=8, choices=IndexStatus.choices)
@@ -126,12 +130,12 @@ class IndexValue(models.Model):
     class Meta:
         ordering = ["grade_id", "-day"]
         constraints = [
-            models.UniqueConstraint(fields=["grade", "day"], name="index_value_one_per_grade_day"),
+            models.UniqueConstraint(fields=["grade", "region", "day"], name="index_value_one_per_grade_region_day"),
             models.CheckConstraint(condition=Q(value__gt=0), name="index_value_positive"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.grade_id} {self.day}: {self.value} ({self.status})"
+        return f"{self.grade_id}{'/' + self.region if self.region else ''} {self.day}: {self.value} ({self.status})"
 
 
 class CandleInterval(models.TextChoices):

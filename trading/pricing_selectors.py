@@ -166,10 +166,21 @@ def existing_references(instrument_ids: Sequence[int], *, window_end: datetime) 
 # --- spot index inputs -------------------------------------------------------------------------------------
 
 
-def index_instruments(grade: Grade) -> list[Instrument]:
-    """Instruments whose trades make a grade's index: the standard ESG class, every delivery region.
-    Low-carbon twins trade at a premium (8-12 % in the report) and would bias the anchor."""
-    return list(Instrument.objects.filter(grade=grade, esg_class="").order_by("code"))
+def index_instruments(grade: Grade, region: str = "") -> list[Instrument]:
+    """Instruments whose trades make a grade's index: the standard ESG class, every delivery region (or
+    `region`'s alone, for a regional value). Low-carbon twins trade at a premium (8-12 % in the report) and
+    would bias the anchor."""
+    rows = Instrument.objects.filter(grade=grade, esg_class="")
+    if region:
+        rows = rows.filter(region=region)
+    return list(rows.order_by("code"))
+
+
+def index_regions(grade: Grade) -> list[str]:
+    """The delivery regions a grade gets regional index values for (METHODOLOGY §1.6): those of its
+    standard-class instruments, when there are two or more (with one, its value is the grade's)."""
+    regions = sorted(set(Instrument.objects.filter(grade=grade, esg_class="").values_list("region", flat=True)))
+    return regions if len(regions) > 1 else []
 
 
 @dataclass(frozen=True)
@@ -257,9 +268,10 @@ def candles_of(instrument: Instrument, interval: str, *, since: datetime | None 
     return list(reversed(rows.order_by("-bucket_start")[:limit]))
 
 
-def index_history(grade: Grade, *, since: date | None = None, until: date | None = None,
+def index_history(grade: Grade, *, region: str = "", since: date | None = None, until: date | None = None,
                   limit: int = 366) -> list[IndexValue]:
-    rows = IndexValue.objects.filter(grade=grade)
+    """A grade's published index values (or one region's, §1.6), oldest first."""
+    rows = IndexValue.objects.filter(grade=grade, region=region)
     if since is not None:
         rows = rows.filter(day__gte=since)
     if until is not None:

@@ -430,15 +430,16 @@ def open_instruments() -> list[Instrument]:
 # --- daily spot index ----------------------------------------------------------------------------------
 
 
-def index_publish(*, grade: Grade, day: date, now: datetime | None = None) -> IndexValue:
-    """Publish the spot index of `grade` for index day `day` (METHODOLOGY §1), once.
+def index_publish(*, grade: Grade, day: date, region: str = "", now: datetime | None = None) -> IndexValue:
+    """Publish the spot index of `grade` for index day `day` (METHODOLOGY §1), once; with `region`, the
+    grade's regional value there (§1.6: the same method over that region's standard instruments alone).
 
     A published value is never recalculated: a second call returns the stored row. Refused before the
     publication time (16:30 CST on `day`). Trades are aggregated in the database; only the excluded
     trades (self trades, outliers) are read one by one, because the record lists them.
     """
     method = default_pricing_config().index
-    existing = IndexValue.objects.filter(grade=grade, day=day).first()
+    existing = IndexValue.objects.filter(grade=grade, region=region, day=day).first()
     if existing is not None:
         return existing
     clock = now or timezone.now()
@@ -446,9 +447,10 @@ def index_publish(*, grade: Grade, day: date, now: datetime | None = None) -> In
     if clock < pricing.index_publication_time(day, method):
         raise Conflict(f"The {day} index is published at {pricing.index_publication_time(day, method).isoformat()}.",
                        code="index_not_due")
-    instruments = pricing_selectors.index_instruments(grade)
+    instruments = pricing_selectors.index_instruments(grade, region)
     if not instruments:
-        raise Conflict(f"Grade {grade.code} has no standard-class instrument to index.", code="no_instruments")
+        where = f" in region {region}" if region else ""
+        raise Conflict(f"Grade {grade.code} has no standard-class instrument{where} to index.", code="no_instruments")
     aggregates = pricing_selectors.index_aggregates([i.pk for i in instruments], start=start, end=end, method=method)
     benchmark, assessed = _assessed_reference(instruments, aggregates, end)
     excluded = [pricing.self_trade_exclusion(pk, seller) for pk, seller in aggregates.self_trades]
@@ -464,7 +466,8 @@ def index_publish(*, grade: Grade, day: date, now: datetime | None = None) -> In
     try:
         with transaction.atomic():
             return IndexValue.objects.create(
-                grade=grade, day=day, value=result.value, status=result.status, trade_count=result.trade_count,
+                grade=grade, region=region, day=day, value=result.value, status=result.status,
+                trade_count=result.trade_count,
                 seller_count=result.seller_count, volume=result.volume, considered=result.considered,
                 median=result.median,
                 excluded=[{"trade_id": e.trade_id, "reason": e.reason, "detail": e.detail} for e in result.excluded],
@@ -472,7 +475,13 @@ def index_publish(*, grade: Grade, day: date, now: datetime | None = None) -> In
                 instruments=[i.code for i in instruments], reason=result.reason, window_start=start,
                 window_end=end, method_version=result.method_version, published_at=clock)
     except IntegrityError:
-        return IndexValue.objects.get(grade=grade, day=day)
+        return IndexValue.objects.get(grade=grade, region=region, day=day)
+
+
+def index_scopes(grade: Grade) -> list[str]:
+    """What is published for a grade each day: its index over every region (""), then one value per delivery
+    region when it trades in two or more (METHODOLOGY §1.6)."""
+    return ["", *pricing_selectors.index_regions(grade)]
 
 
 def _assessed_reference(instruments: list[Instrument], aggregates: pricing_selectors.IndexAggregates,

@@ -237,13 +237,43 @@ def chart_candles(instrument: Instrument, interval: str, *, now: datetime | None
 
 
 def latest_index_per_grade() -> list[Any]:
-    """The newest published spot index value (trading.pricing_models.IndexValue) of every grade that has
-    one, by grade code."""
+    """The newest published spot index value (trading.pricing_models.IndexValue, over every region) of every
+    grade that has one, by grade code; each with `regional`, that day's regional values (METHODOLOGY §1.6),
+    by region, and `regional_spread` (see `regional_spread`)."""
     from trading.pricing_models import IndexValue
 
-    newest_day = IndexValue.objects.filter(grade=OuterRef("grade")).order_by("-day").values("day")[:1]
-    return list(IndexValue.objects.filter(day=Subquery(newest_day)).select_related("grade")
-                .order_by("grade__code"))
+    newest_day = IndexValue.objects.filter(grade=OuterRef("grade"), region="").order_by("-day").values("day")[:1]
+    values = list(IndexValue.objects.filter(region="", day=Subquery(newest_day)).select_related("grade")
+                  .order_by("grade__code"))
+    attach_regional(values)
+    return values
+
+
+def attach_regional(values: list[Any]) -> None:
+    """Set `regional` (the same grade and day's regional values, by region) and `regional_spread` on each of
+    `values` (index values over every region), in one query."""
+    from trading.pricing_models import IndexValue
+
+    regional: dict[tuple[int, Any], list[Any]] = {}
+    if values:
+        rows = IndexValue.objects.filter(grade_id__in={v.grade_id for v in values}, day__in={v.day for v in values}
+                                         ).exclude(region="").order_by("region")
+        for row in rows:
+            regional.setdefault((row.grade_id, row.day), []).append(row)
+    for value in values:
+        value.regional = regional.get((value.grade_id, value.day), [])
+        value.regional_spread = regional_spread(value.regional)
+
+
+def regional_spread(regional: list[Any]) -> dict[str, Any] | None:
+    """The gap between a day's dearest and cheapest regional values: {high, low (the values), amount,
+    percent of the low one}; None with fewer than two."""
+    if len(regional) < 2:
+        return None
+    high = max(regional, key=lambda v: (v.value, v.region))
+    low = min(regional, key=lambda v: (v.value, v.region))
+    amount = high.value - low.value
+    return {"high": high, "low": low, "amount": amount, "percent": (amount / low.value * 100).quantize(Decimal("0.1"))}
 
 
 def index_grades() -> list[Any]:

@@ -68,25 +68,27 @@ def reference_prices_compute(window_end: str, instrument_ids: list[int]) -> int:
 
 @shared_task(bind=True, name="trading.tasks.index_publish_due")
 def index_publish_due(self: Task) -> int:
-    """Beat: enqueue each grade's index for every day now due and not yet published (a week's catch-up)."""
+    """Beat: enqueue each grade's index, and its regional values (METHODOLOGY §1.6), for every day now due and
+    not yet published (a week's catch-up)."""
     queued = 0
-    grades = pricing_services.index_grades()
+    scopes = {grade.pk: pricing_services.index_scopes(grade) for grade in pricing_services.index_grades()}
     for day in pricing_services.index_days_due():
-        published = set(IndexValue.objects.filter(day=day).values_list("grade_id", flat=True))
-        for grade in grades:
-            if grade.pk not in published:
-                index_publish_grade.apply_async((grade.pk, day.isoformat()), **_same_queue(self))
-                queued += 1
+        published = set(IndexValue.objects.filter(day=day).values_list("grade_id", "region"))
+        for grade_id, regions in scopes.items():
+            for region in regions:
+                if (grade_id, region) not in published:
+                    index_publish_grade.apply_async((grade_id, day.isoformat(), region), **_same_queue(self))
+                    queued += 1
     return queued
 
 
 @shared_task(name="trading.tasks.index_publish_grade")
-def index_publish_grade(grade_id: int, day: str) -> str:
+def index_publish_grade(grade_id: int, day: str, region: str = "") -> str:
     grade = Grade.objects.get(pk=grade_id)
     try:
-        return pricing_services.index_publish(grade=grade, day=date.fromisoformat(day)).status
+        return pricing_services.index_publish(grade=grade, day=date.fromisoformat(day), region=region).status
     except ApplicationError as refused:  # not due yet, or nothing to publish: the next sweep tries again
-        log.info("index %s %s not published: %s", grade.code, day, refused)
+        log.info("index %s%s %s not published: %s", grade.code, f"/{region}" if region else "", day, refused)
         return refused.code
 
 

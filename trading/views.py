@@ -229,7 +229,9 @@ def price_text(price: Decimal, instrument: Instrument) -> str:
 @require_GET
 def markets(request: HttpRequest) -> HttpResponse:
     rows = [{**row, "pf": price_format(row["instrument"])} for row in selectors.market_overview()]
-    return render_page(request, "portal/markets.html", {"rows": rows, "index_rows": selectors.latest_index_per_grade()})
+    index_rows = selectors.latest_index_per_grade()
+    return render_page(request, "portal/markets.html", {"rows": rows, "index_rows": index_rows,
+                                                        "index_regional": any(v.regional for v in index_rows)})
 
 
 def _ladder(book: dict[str, list[dict[str, str]]], instrument: Instrument) -> dict[str, Any]:
@@ -599,9 +601,11 @@ def index_page(request: HttpRequest) -> HttpResponse:
         published = {v.grade_id for v in selectors.latest_index_per_grade()}
         chosen = next((g for g in grades if g.pk in published), grades[0])
     values = index_history(chosen, limit=366) if chosen else []
+    rows = list(reversed(values[-10:]))
+    selectors.attach_regional(rows)
     context: dict[str, Any] = {
         "grades": grades, "chosen": chosen, "index_points": selectors.index_series(values),
-        "index_rows": list(reversed(values[-10:])), "methodology": methodology_html(), "candles": [],
+        "index_rows": rows, "latest": rows[0] if rows else None, "methodology": methodology_html(), "candles": [],
     }
     if chosen is not None and not values:
         book = Instrument.objects.filter(grade=chosen, esg_class="").order_by("code").first()

@@ -290,6 +290,24 @@ def test_index_page_and_markets_show_the_published_index(market: dict[str, Any])
     assert f"GA-6N {days[-1]:%Y-%m-%d} 580.00 USD/kg assessed" in markets
 
 
+def test_a_grade_in_two_regions_shows_each_regions_value_and_the_spread(market: dict[str, Any]) -> None:
+    from trading.pricing_services import index_days_due, index_publish, index_scopes
+
+    instrument("GA-6N-EU", region="EU", reference="612.00")
+    grade, day = market["instrument"].grade, index_days_due()[-1]
+    for region in index_scopes(grade):
+        index_publish(grade=grade, day=day, region=region)
+
+    index = text_of(Client().get("/index/?grade=GA-6N").content)
+    assert f"By delivery region, {day:%Y-%m-%d}" in index
+    assert "All regions 580.00 assessed 0 0.000 GA-6N-CN, GA-6N-EU" in index
+    assert "CN 580.00 assessed 0 0.000 GA-6N-CN EU 612.00 assessed 0 0.000 GA-6N-EU" in index
+    assert "EU over CN: 32.00 USD/kg (5.5 %)." in index
+    markets = text_of(Client().get("/markets/").content)
+    assert (f"GA-6N {day:%Y-%m-%d} 580.00 USD/kg assessed 0.000 kg 0 trades "
+            "CN 580.00 assessed EU 612.00 assessed EU over CN: 32.00 (5.5 %)") in markets
+
+
 def test_chart_uses_stored_candles_and_folds_the_newest_bucket_from_trades(market: dict[str, Any]) -> None:
     from trading.pricing_models import Candle
     from trading.pricing_services import candles_fold

@@ -160,6 +160,27 @@ def test_index_history_and_the_methodology_are_public() -> None:
     assert text["text"].startswith("# Ingot pricing methodology")
 
 
+def test_index_history_gives_a_regions_values_with_region_and_refuses_a_region_the_grade_lacks() -> None:
+    cn = instrument()
+    instrument("GA-6N-EU", region="EU", reference="612.00")
+    method = default_pricing_config().index
+    day = (timezone.now() + method.utc_offset).date() - timedelta(days=2)
+    for region in ("", "CN", "EU"):
+        index_publish(grade=cn.grade, day=day, region=region)
+
+    grade_index = Client().get("/api/v1/index/GA-6N").json()
+    assert [(r["region"], r["value"], r["instruments"]) for r in grade_index] == [
+        ("", "580.0000", ["GA-6N-CN", "GA-6N-EU"])]  # no trades: the benchmark (first code) is assessed
+    europe = Client().get("/api/v1/index/GA-6N?region=EU").json()
+    assert [(r["region"], r["status"], r["value"], r["assessed_from"]) for r in europe] == [
+        ("EU", "assessed", "612.0000", "GA-6N-EU")]
+
+    unknown = Client().get("/api/v1/index/GA-6N?region=US")
+    assert unknown.status_code == 400
+    body = unknown.json()
+    assert body["code"] == "invalid_region" and "CN, EU" in body["message"]
+
+
 def test_the_schema_documents_the_pricing_endpoints() -> None:
     schema = json.loads(Client().get("/api/schema/", HTTP_ACCEPT="application/json").content)
     paths = schema["paths"]

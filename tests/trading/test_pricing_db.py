@@ -29,6 +29,7 @@ from trading.pricing_services import (
     factor_observation_create,
     factors_load_csv,
     index_publish,
+    index_scopes,
     reference_price_compute,
     references_compute,
     window_end_for,
@@ -337,6 +338,51 @@ def test_the_index_is_not_published_before_its_publication_time_nor_without_any_
     with pytest.raises(ApplicationError) as nothing:
         index_publish(grade=inst.grade, day=day)
     assert nothing.value.code == "no_assessed_reference"
+    assert not IndexValue.objects.exists()
+
+
+def test_a_grade_in_two_regions_gets_a_value_per_region_each_from_its_own_trades_and_reference() -> None:
+    day, start = index_day()
+    cn = instrument()  # reference 580.00
+    eu = instrument("GA-6N-EU", region="EU", reference="612.00")
+    buyer = MemberFactory()
+    cn_trades = [record_trade(cn, price=price, quantity="2", at=start + timedelta(hours=i + 1), buyer=buyer,
+                              seller=MemberFactory()) for i, price in enumerate(["556.00", "558.00", "560.00",
+                                                                               "557.00", "559.00"])]
+    eu_trades = [record_trade(eu, price=price, quantity="1", at=start + timedelta(hours=i + 1), buyer=buyer,
+                              seller=MemberFactory()) for i, price in enumerate(["605.00", "609.00"])]
+
+    assert index_scopes(cn.grade) == ["", "CN", "EU"]
+    everywhere = index_publish(grade=cn.grade, day=day)
+    china = index_publish(grade=cn.grade, day=day, region="CN")
+    europe = index_publish(grade=cn.grade, day=day, region="EU")
+
+    def vwap(trades: list) -> Decimal:
+        return (sum(t.price * t.quantity_kg for t in trades) / sum(t.quantity_kg for t in trades)).quantize(
+            Decimal("0.01"))
+
+    # Over every region: seven trades, VWAP of both books (the index of sections 1.1-1.4, unchanged).
+    assert (everywhere.region, everywhere.status, everywhere.trade_count) == ("", "traded", 7)
+    assert everywhere.value == vwap(cn_trades + eu_trades) and everywhere.instruments == ["GA-6N-CN", "GA-6N-EU"]
+    # China alone: its five trades.
+    assert (china.region, china.status, china.trade_count, china.value) == ("CN", "traded", 5, vwap(cn_trades))
+    assert china.instruments == ["GA-6N-CN"]
+    # Europe is thin (two trades): assessed from its own book's reference, not China's.
+    assert (europe.region, europe.status, europe.trade_count) == ("EU", "assessed", 2)
+    assert europe.value == Decimal("612.00") and europe.assessed_from == "GA-6N-EU"
+    assert europe.instruments == ["GA-6N-EU"]
+    # Published once each: a second call returns the stored rows.
+    assert index_publish(grade=cn.grade, day=day, region="EU").pk == europe.pk
+    assert IndexValue.objects.filter(grade=cn.grade, day=day).count() == 3
+
+
+def test_a_grade_in_one_region_publishes_its_index_only() -> None:
+    day, start = index_day()
+    inst = instrument()
+    assert index_scopes(inst.grade) == [""]
+    with pytest.raises(ApplicationError) as elsewhere:
+        index_publish(grade=inst.grade, day=day, region="EU")
+    assert elsewhere.value.code == "no_instruments" and "region EU" in elsewhere.value.message
     assert not IndexValue.objects.exists()
 
 

@@ -27,9 +27,10 @@ from trading import pricing
 from trading.models import Instrument
 from trading.pricing_config import default_pricing_config
 from trading.pricing_models import Candle, IndexValue, ReferencePrice
-from trading.pricing_services import window_end_for
+from trading.pricing_services import index_days_due, window_end_for
 from trading.tasks import (
     candles_fold_all,
+    index_publish_due,
     index_publish_grade,
     reference_prices_compute,
     reference_prices_tick,
@@ -95,6 +96,26 @@ def test_a_real_worker_prices_folds_and_publishes(pricing_worker) -> None:
     assert sum(c.trade_count for c in Candle.objects.filter(instrument=ga, interval="1m")) == 2
     index = wait_for(lambda: IndexValue.objects.filter(grade=ga.grade, day=day).first(), timeout=30)
     assert index.status == "assessed"
+
+
+def test_the_beat_sweep_publishes_each_due_day_for_the_grade_and_each_of_its_regions(pricing_worker) -> None:
+    cn = instrument()
+    instrument("GA-6N-EU", region="EU", reference="612.00")
+    method = default_pricing_config().index
+    day = (timezone.now() + method.utc_offset).date() - timedelta(days=2)
+    pricing_worker()
+
+    index_publish_due.apply_async(queue=QUEUE)  # fans out to index_publish_grade on the same queue
+
+    rows = wait_for(lambda: list(IndexValue.objects.filter(grade=cn.grade, day=day).order_by("region"))
+                    if IndexValue.objects.filter(grade=cn.grade, day=day).count() == 3 else None, timeout=45)
+    assert [(r.region, r.value, r.assessed_from) for r in rows] == [
+        ("", Decimal("580.00"), "GA-6N-CN"), ("CN", Decimal("580.00"), "GA-6N-CN"),
+        ("EU", Decimal("612.00"), "GA-6N-EU")]
+    # A week's catch-up, three values a day; a second sweep queues nothing new for the days published.
+    due = len(index_days_due())
+    wait_for(lambda: IndexValue.objects.filter(grade=cn.grade).count() == 3 * due or None, timeout=45)
+    assert index_publish_due() == 0  # run here: it counts what it queued
 
 
 def test_killing_the_pool_child_mid_run_runs_the_task_again_and_stores_one_result(pricing_worker) -> None:
