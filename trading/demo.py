@@ -21,6 +21,12 @@ DEMO_REFERENCE: dict[str, str] = {
     "GA-6N": "580.00", "GA-7N": "820.00", "GA-4N": "390.00", "GE-6N": "1750.00", "IN-5N5": "450.00",
     "IN-6N": "520.00", "W-4N": "62.00", "RE-6N": "3200.00", "MO-4N": "55.00", "SB-4N": "38.00",
 }
+# Where the demo's books start, from the report (DESIGN.md §8): after China's 2023 export controls gallium and
+# germanium delivered abroad trade above metal delivered in China (Q4 2025: European quotes for 6N gallium at
+# 610-620 USD/kg while the exchange's 6N receipts averaged 580, about +5 %), and receipts with recycled-content
+# and footprint declarations (the low-carbon class) sell at an 8-12 % premium (+10 % here).
+EXPORT_CONTROLLED_ABROAD_PREMIUM = {"EU": Decimal("0.05")}
+LOW_CARBON_PREMIUM = Decimal("0.10")
 DEMO_CASH = {"sgc": "2000000.00", "gtw": "2000000.00", "nir": "2000000.00", "lumen": "5000000.00",
              "mm": "10000000.00"}
 MARKET_MAKER = "DEMO-SG-2026-MM"
@@ -30,6 +36,18 @@ def _tick(grade: str) -> Decimal:
     return Decimal("0.05") if Decimal(DEMO_REFERENCE.get(grade, "100")) < 100 else Decimal("0.50")
 
 
+def demo_reference(grade: Grade, region: str, esg_class: str) -> Decimal:
+    """A new demo book's first reference price: the grade's, with the report's premiums for export-controlled
+    metal delivered abroad and for the low-carbon class, on the grade's tick."""
+    price = Decimal(DEMO_REFERENCE.get(grade.code, "100.00"))
+    if grade.metal.export_controlled:
+        price *= 1 + EXPORT_CONTROLLED_ABROAD_PREMIUM.get(region, Decimal(0))
+    if esg_class == "LC":
+        price *= 1 + LOW_CARBON_PREMIUM
+    tick = _tick(grade.code)
+    return (price / tick).to_integral_value() * tick
+
+
 def ensure_instruments() -> list[Instrument]:
     """An instrument per (grade, region) that holds demo receipts, plus the low-carbon twin for gallium."""
     pairs = set(Receipt.objects.exclude(grade=None).values_list("grade__code", "lot__warehouse__region"))
@@ -37,11 +55,12 @@ def ensure_instruments() -> list[Instrument]:
     for grade_code, region in sorted(pairs):
         for esg_class in ([""] + (["LC"] if grade_code.startswith("GA-6N") else [])):
             code = f"{grade_code}-{region}" + (f"-{esg_class}" if esg_class else "")
-            reference = Decimal(DEMO_REFERENCE.get(grade_code, "100.00"))
+            grade = Grade.objects.select_related("metal").get(code=grade_code)
+            reference = demo_reference(grade, region, esg_class)
             tick = _tick(grade_code)
             band = Decimal("10")
             instrument, _ = Instrument.objects.get_or_create(code=code, defaults={
-                "grade": Grade.objects.get(code=grade_code), "region": region, "esg_class": esg_class,
+                "grade": grade, "region": region, "esg_class": esg_class,
                 "currency": "USD", "tick_size": tick, "lot_size_kg": Decimal("1.000"), "band_pct": band,
                 "reference_price": reference,
                 "band_low": (reference * (1 - band / 100) / tick).to_integral_value() * tick,

@@ -22,3 +22,15 @@ def test_market_maker_quotes_both_sides_even_when_the_reference_is_off_the_grid(
     buys = Order.objects.filter(instrument=inst, side="buy", status="open")
     assert placed >= 3 and buys.count() == 3
     assert all(o.price % Decimal("0.50") == 0 and o.price < Decimal("554.1907") for o in buys)
+
+
+def test_demo_books_start_at_the_reports_regional_and_low_carbon_premiums() -> None:
+    from receipts.models import Grade
+    from trading.demo import demo_reference
+
+    gallium, rhenium = Grade.objects.get(code="GA-6N"), Grade.objects.get(code="RE-6N")
+    assert demo_reference(gallium, "CN", "") == Decimal("580.00")
+    assert demo_reference(gallium, "EU", "") == Decimal("609.00")  # export-controlled metal abroad: +5 %
+    assert demo_reference(gallium, "CN", "LC") == Decimal("638.00")  # low-carbon class: +10 %
+    assert demo_reference(gallium, "EU", "LC") == Decimal("670.00")  # both
+    assert demo_reference(rhenium, "EU", "") == Decimal("3200.00")  # not export-controlled: no regional premium
