@@ -9,7 +9,7 @@ import html
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache, wraps
 from pathlib import Path
@@ -255,8 +255,17 @@ def _ladder(book: dict[str, list[dict[str, str]]], instrument: Instrument) -> di
 
 
 def _tape(instrument: Instrument) -> list[dict[str, Any]]:
-    return [{"trade": t, "price": price_text(t.price, instrument), "quantity": f"{t.quantity_kg:,.3f}"}
+    today = datetime.now(UTC).date()
+    return [{"trade": t, "when": tape_time(t.executed_at, today), "price": price_text(t.price, instrument),
+             "quantity": f"{t.quantity_kg:,.3f}"}
             for t in selectors.recent_trades(instrument, TRADES_SHOWN)]
+
+
+def tape_time(at: datetime, today: date) -> str:
+    """A trade's time on the tape, in UTC: the time of day for today's trades, the date and minute for older
+    ones (a quiet book's last trades may be days old, and must not read as today's)."""
+    at = at.astimezone(UTC)
+    return f"{at:%H:%M:%S}" if at.date() == today else f"{at:%b} {at.day} {at:%H:%M}"
 
 
 def _interval(request: HttpRequest) -> str:

@@ -250,6 +250,27 @@ def test_instrument_page_renders_candles_from_trades(market: dict[str, Any]) -> 
     assert Trade.objects.count() == 1
 
 
+def test_the_tape_dates_trades_older_than_today(market: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.factories.pricing import record_trade
+
+    old = datetime.now(UTC).replace(hour=9, minute=30, second=0, microsecond=0) - timedelta(days=2)
+    earlier = record_trade(market["instrument"], price="575.00", at=old, buyer=market["buyer"],
+                           seller=market["seller"])
+    order_place(member=market["seller"], instrument=market["instrument"], side="sell", order_type="limit",
+                tif="GTC", quantity_kg="10", price="580.00", client_order_id="s1")
+    order_place(member=market["buyer"], instrument=market["instrument"], side="buy", order_type="limit",
+                tif="IOC", quantity_kg="3", price="580.00", client_order_id="b1")
+    today = Trade.objects.exclude(pk=earlier.pk).get()
+    page = client_of(market["buyer_user"]).get("/markets/GA-6N-CN/").content.decode()
+
+    now = today.executed_at.astimezone(UTC)
+    assert re.search(rf'data-trade="{today.pk}"><td class="nowrap"><time datetime="[^"]+">{now:%H:%M:%S}</time>', page)
+    assert re.search(rf'data-trade="{earlier.pk}"><td class="nowrap"><time datetime="[^"]+">{old:%b} {old.day} 09:30'
+                     "</time>", page)
+
+
 def test_markdown_subset_escapes_and_renders_the_methodology() -> None:
     rendered = markdown_to_html("# T\n\nA **b** `c<d>` 2 * 3\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n    code <x>\n\n"
                                 "1. one\n   more\n2. two\n\n- a\n")
