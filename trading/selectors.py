@@ -4,6 +4,7 @@ and the portal's reads (market overview, candles from trades, a receipt's proof 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -76,13 +77,18 @@ def instrument_for_order(code: str, *, lock: bool = False) -> OrderInstrument | 
     the instrument's row is locked as order entry's serialising read (see `order_place(locked=True)`): the read
     and the lock are one statement."""
     countries = _DELIVERY_COUNTRIES.format(region="i.region")
+    # PostgreSQL returns the countries as an array; SQLite (the embedded mode) has none, so a JSON array.
+    as_list = (f"ARRAY({countries})" if connection.vendor == "postgresql"
+               else f"(SELECT json_group_array(country) FROM ({countries}))")  # noqa: S608  # nosec B608 - a constant subquery
     found = select_rows(
-        f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol, ARRAY({countries}) FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta, a constant subquery
+        f"SELECT {columns(Instrument, 'i')}, m.id, m.symbol, {as_list} FROM trading_instrument i "  # noqa: S608  # nosec B608 - columns from meta, constant subqueries
         "JOIN receipts_grade g ON g.id = i.grade_id JOIN receipts_metal m ON m.id = g.metal_id WHERE i.code = %s"
         f"{for_update('i') if lock else ''}", [code], Instrument)
     if not found:
         return None
     instrument, metal_pk, metal_symbol, countries_found = found[0]
+    if isinstance(countries_found, str):
+        countries_found = sorted(json.loads(countries_found))
     db = instrument._state.db
     grade = Grade.from_db(db, ["id", "metal_id"], [instrument.grade_id, metal_pk])
     grade.metal = Metal.from_db(db, ["id", "symbol"], [metal_pk, metal_symbol])

@@ -53,3 +53,42 @@ def test_the_demo_market_loads_on_sqlite_with_its_books_balanced(tmp_path: Path)
     assert orphans == 0 and unchained == 0  # every event belongs to a receipt whose chain head it matches
     assert unbalanced == 0 and empty_entries == 0 and drift == 0  # the ledger balances, balances = postings
     assert sides and all(count == 2 for _, count in sides), sides
+
+    # The API's order entry (its own locking read of the instrument) on the same database: a demo trader's buy
+    # rests, is listed, and is cancelled, through token authentication and the Idempotency-Key.
+    api = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", API_SESSION], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert api.returncode == 0, api.stdout[-3000:] + api.stderr[-3000:]
+    assert api.stdout.split() == ["201", "open", "200", "True", "200", "cancelled", "not-200:", "[]"], api.stdout[-3000:]
+
+
+API_SESSION = """
+import json
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from members.models import User
+
+token = Token.objects.get_or_create(user=User.objects.get(username="lumen"))[0].key
+client = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION=f"Token {token}")
+placed = client.post("/api/v1/orders", json.dumps({
+    "instrument": "GA-6N-EU", "side": "buy", "order_type": "limit", "tif": "GTC", "quantity_kg": "1",
+    "price": "580.00", "client_order_id": "embedded-api-1"}), content_type="application/json",
+    HTTP_IDEMPOTENCY_KEY="embedded-api-1")
+order = placed.json().get("order", {})
+print(placed.status_code, order.get("status", placed.content[:300]))
+listed = client.get("/api/v1/orders")
+print(listed.status_code, any(o["id"] == order["id"] for o in listed.json()))
+cancelled = client.post(f"/api/v1/orders/{order['id']}/cancel", content_type="application/json")
+print(cancelled.status_code, cancelled.json().get("status", cancelled.content[:300]))
+
+# Every read of the API a trader has, on the embedded database.
+holding = client.get("/api/v1/holdings").json()[0]["number"]
+book = "/api/v1/instruments/GA-6N-EU"
+paths = ["/api/v1/balances", "/api/v1/holdings", "/api/v1/instruments", book, f"{book}/candles", f"{book}/depth",
+         f"{book}/reference", f"{book}/trades", "/api/v1/index/GA-6N", "/api/v1/index/GA-6N?region=EU",
+         "/api/v1/index/methodology", "/api/v1/members/me", "/api/v1/members/me/keys", "/api/v1/orders",
+         f"/api/v1/orders/{order['id']}", "/api/v1/trades/mine", "/api/v1/receipts", f"/api/v1/receipts/{holding}",
+         f"/api/v1/receipts/{holding}/bundle", f"/api/v1/compliance/receipts/{holding}/esg", "/api/v1/warehouses",
+         "/api/v1/compliance/end-use-declarations", "/api/v1/compliance/export-licences", "/.well-known/jwks.json"]
+print("not-200:", [(path, status) for path in paths if (status := client.get(path).status_code) != 200])
+"""
