@@ -12,6 +12,7 @@ from typing import Any
 import pghistory.models
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.db import connection
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
@@ -276,6 +277,13 @@ class AuditEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "pgh_created_at"
     ordering = ["-pgh_id"]
     list_select_related = ["pgh_context"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        if connection.vendor != "postgresql":
+            messages.warning(request, "Embedded mode (SQLite): the audit trail is written by PostgreSQL triggers, "
+                                      "so nothing is recorded here. Set DATABASE_URL to a PostgreSQL database "
+                                      "(README) for the audit trail and the database's append-only guards.")
+        return super().changelist_view(request, extra_context)
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         snapshot = [f.name for f in self.model._meta.fields if not f.name.startswith("pgh_")]

@@ -61,6 +61,28 @@ def test_the_demo_market_loads_on_sqlite_with_its_books_balanced(tmp_path: Path)
     assert api.returncode == 0, api.stdout[-3000:] + api.stderr[-3000:]
     assert api.stdout.split() == ["201", "open", "200", "True", "200", "cancelled", "not-200:", "[]"], api.stdout[-3000:]
 
+    # The demo officer signs in to the console (password and one-time code, one step) and finds the audit trail
+    # empty, with the reason: its triggers are PostgreSQL's.
+    console = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", CONSOLE_SESSION], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=240)
+    assert console.returncode == 0, console.stdout[-3000:] + console.stderr[-3000:]
+    assert console.stdout.split() == ["302", "200", "True"], console.stdout[-3000:]
+
+
+CONSOLE_SESSION = """
+from django.test import Client
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+device = TOTPDevice.objects.get(user__username="officer")
+client = Client(HTTP_HOST="127.0.0.1")
+signed_in = client.post("/admin/login/?next=/admin/", {"username": "officer", "password": "ingot-demo-2026",
+    "otp_token": f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"})
+print(signed_in.status_code)
+trail = client.get("/admin/compliance/memberauditevent/")
+print(trail.status_code, b"Embedded mode (SQLite): the audit trail is written by PostgreSQL triggers" in trail.content)
+"""
+
 
 API_SESSION = """
 import json
