@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from compliance.esg import CompiledPack, evaluate
 from compliance.facts import facts_from_snapshot
 from compliance.models import (
+    DeclarationStatus,
     EndUseDeclaration,
     EsgEvaluation,
     EsgOutcome,
@@ -19,6 +21,7 @@ from compliance.models import (
     Flag,
     FlagKind,
     FlagStatus,
+    LicenceStatus,
 )
 from config.errors import NotFound
 from members.models import Member
@@ -203,3 +206,41 @@ def receipt_esg_report(receipt: Receipt) -> dict[str, Any]:
         entries.append(entry)
     return {"receipt": receipt.number, "labels": sorted(labels), "cleared": cleared,
             "blocked": any(e["outcome"] == EsgOutcome.FAIL for e in entries), "packs": entries}
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """One queue of the console's home page: what waits for an officer's decision, and where to decide it."""
+
+    label: str
+    count: int
+    url: str
+
+
+def review_queues() -> list[ReviewQueue]:
+    """Every queue of decisions the console owes, with its count (zero included: an empty queue is news too)
+    and the admin list filtered to it. Seven small counts."""
+    from django.db.models import Count
+    from django.urls import reverse
+
+    from members.models import KycStatus
+    from receipts.models import StorageIncident
+
+    def listing(model: str, query: str = "") -> str:
+        return reverse(f"admin:{model}_changelist") + (f"?{query}" if query else "")
+
+    flags = dict(open_flags().values_list("kind").annotate(n=Count("pk")).values_list("kind", "n"))
+    queues = [ReviewQueue("Members waiting for KYC review", Member.objects.filter(kyc_status=KycStatus.PENDING).count(),
+                          listing("members_member", "kyc_status__exact=pending"))]
+    queues += [ReviewQueue(f"Open flags: {label}", flags.get(kind, 0), listing("compliance_flag", f"kind__exact={kind}"))
+               for kind, label in FlagKind.choices if kind != FlagKind.OTHER or flags.get(kind)]
+    queues += [
+        ReviewQueue("End-use declarations pending review",
+                    EndUseDeclaration.objects.filter(status=DeclarationStatus.PENDING).count(),
+                    listing("compliance_endusedeclaration", "status__exact=pending")),
+        ReviewQueue("Export licences pending review", ExportLicence.objects.filter(status=LicenceStatus.PENDING).count(),
+                    listing("compliance_exportlicence", "status__exact=pending")),
+        ReviewQueue("Storage incidents open", StorageIncident.objects.filter(closed_at__isnull=True).count(),
+                    listing("receipts_storageincident")),
+    ]
+    return queues

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
@@ -27,4 +29,11 @@ class IngotAdminSite(OTPAdminSite):
     site_header = "Ingot — compliance console"
     site_title = "Ingot console"
     index_title = "Review queues and records"
+    index_template = "admin/console_index.html"
     login_form = ConsoleLoginForm
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        """The home page: what waits for a decision (compliance.selectors.review_queues), then the records."""
+        from compliance.selectors import review_queues
+
+        return super().index(request, {**(extra_context or {}), "review_queues": review_queues()})

@@ -153,3 +153,32 @@ def test_drawdowns_and_the_audit_trail_are_listed(console: Client, baltic_hit: F
         assert listing.status_code == 200, model
     page = console.get(reverse("admin:compliance_exportlicenceauditevent_changelist")).content.decode()
     assert "action=export_licence_decide" in page and "reason=test approval" in page
+
+
+@pytest.mark.django_db
+def test_the_console_home_counts_what_waits_for_a_decision_and_links_each_queue(console: Client,
+                                                                                baltic_hit: Flag) -> None:
+    import re
+    from html import unescape
+
+    pending = MemberFactory(kyc_status=KycStatus.PENDING)
+    declaration(MemberFactory(), approve=False)
+    licence(MemberFactory(), approve=False)
+    licence(MemberFactory())  # approved: not waiting
+
+    page = unescape(console.get(reverse("admin:index")).content.decode())
+    queues = re.findall(r'<th scope="row"><a href="([^"]+)">([^<]+)</a></th>\s*<td class="queue-count">(\d+)</td>', page)
+    rows = {label: (href, int(count)) for href, label, count in queues}
+    assert rows["Members waiting for KYC review"][1] == 1
+    assert rows["Open flags: Sanctions / denied-party hit"][1] == 1
+    assert rows["Open flags: ESG rule failure"][1] == 0  # an empty queue is listed too
+    assert rows["End-use declarations pending review"][1] == 1
+    assert rows["Export licences pending review"][1] == 1
+    # Each link opens its queue, holding what was counted.
+    kyc = console.get(rows["Members waiting for KYC review"][0])
+    assert kyc.status_code == 200 and pending.name in kyc.content.decode()
+    hits = console.get(rows["Open flags: Sanctions / denied-party hit"][0])
+    assert hits.status_code == 200 and f"#{baltic_hit.pk}" in hits.content.decode()
+    for label in ("End-use declarations pending review", "Export licences pending review", "Storage incidents open"):
+        listed = console.get(rows[label][0])
+        assert listed.status_code == 200 and "?e=1" not in listed.get("Location", ""), label
