@@ -230,15 +230,18 @@ def review_queues() -> list[ReviewQueue]:
         return reverse(f"admin:{model}_changelist") + (f"?{query}" if query else "")
 
     flags = dict(open_flags().values_list("kind").annotate(n=Count("pk")).values_list("kind", "n"))
-    queues = [ReviewQueue("Members waiting for KYC review", Member.objects.filter(kyc_status=KycStatus.PENDING).count(),
+    queues = [ReviewQueue("Members waiting for KYC review",
+                          Member.objects.filter(kyc_status=KycStatus.PENDING).count(),
                           listing("members_member", "kyc_status__exact=pending"))]
-    queues += [ReviewQueue(f"Open flags: {label}", flags.get(kind, 0), listing("compliance_flag", f"kind__exact={kind}"))
+    queues += [ReviewQueue(f"Open flags: {label}", flags.get(kind, 0),
+                           listing("compliance_flag", f"kind__exact={kind}"))
                for kind, label in FlagKind.choices if kind != FlagKind.OTHER or flags.get(kind)]
     queues += [
         ReviewQueue("End-use declarations pending review",
                     EndUseDeclaration.objects.filter(status=DeclarationStatus.PENDING).count(),
                     listing("compliance_endusedeclaration", "status__exact=pending")),
-        ReviewQueue("Export licences pending review", ExportLicence.objects.filter(status=LicenceStatus.PENDING).count(),
+        ReviewQueue("Export licences pending review",
+                    ExportLicence.objects.filter(status=LicenceStatus.PENDING).count(),
                     listing("compliance_exportlicence", "status__exact=pending")),
         ReviewQueue("Storage incidents open", StorageIncident.objects.filter(closed_at__isnull=True).count(),
                     listing("receipts_storageincident")),

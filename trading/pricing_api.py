@@ -191,9 +191,9 @@ class IndexValueSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = IndexValue
-        fields = ["grade", "region", "day", "value", "status", "trade_count", "seller_count", "volume", "considered", "median",
-                  "excluded", "assessed_reference", "assessed_from", "instruments", "reason", "window_start",
-                  "window_end", "method_version", "published_at"]
+        fields = ["grade", "region", "day", "value", "status", "trade_count", "seller_count", "volume", "considered",
+                  "median", "excluded", "assessed_reference", "assessed_from", "instruments", "reason",
+                  "window_start", "window_end", "method_version", "published_at"]
 
 
 class IndexHistoryView(APIView):

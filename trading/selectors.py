@@ -279,7 +279,8 @@ def regional_spread(regional: list[Any]) -> dict[str, Any] | None:
     high = max(regional, key=lambda v: (v.value, v.region))
     low = min(regional, key=lambda v: (v.value, v.region))
     amount = high.value - low.value
-    return {"high": high, "low": low, "amount": amount, "percent": (amount / low.value * 100).quantize(Decimal("0.1"))}
+    percent = (amount / low.value * 100).quantize(Decimal("0.1"))
+    return {"high": high, "low": low, "amount": amount, "percent": percent}
 
 
 def index_grades() -> list[Any]:
