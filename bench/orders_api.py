@@ -127,30 +127,38 @@ def process_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # utime, stime
 
 
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def ticks_of(command: str) -> int:
+    """User + system CPU so far of every process named `command` (e.g. "postgres"), in clock ticks."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return sum(process_ticks(p) or 0 for p in pids if command_of(p) == command)  # gone meanwhile: nothing
+
+
+def machine_busy_ticks() -> int:
+    """The whole machine's busy CPU so far, all cores: user + nice + system + irq + softirq + steal (idle and
+    iowait are not busy), in clock ticks (/proc/stat)."""
+    machine = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return sum(int(machine[i]) for i in (0, 1, 2, 5, 6, 7))
+
+
 def cpu_jiffies(server_pid: int) -> dict[str, int]:
     """CPU time so far (user + system, in clock ticks) of the gunicorn workers, of every PostgreSQL process, of
     Redis, of wrk (the waited-for children of this process) and of the whole machine (all cores, from
     /proc/stat): where each order's CPU goes, by process."""
-    def ticks(pid: int) -> int:
-        return process_ticks(pid) or 0  # gone meanwhile: nothing more to count
-
-    def command(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            return ""
-
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
     workers = [int(p) for p in Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()]
-    machine = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     return {
-        "web_workers": sum(ticks(p) for p in workers),
-        "postgresql": sum(ticks(p) for p in pids if command(p) == "postgres"),
-        "redis": sum(ticks(p) for p in pids if command(p) == "redis-server"),
+        "web_workers": sum(process_ticks(p) or 0 for p in workers),
+        "postgresql": ticks_of("postgres"),
+        "redis": ticks_of("redis-server"),
         # wrk lives only during a run: its CPU comes from this process's waited-for children
         "wrk": round((lambda u: u.ru_utime + u.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN)) * HZ),
-        # user + nice + system + irq + softirq + steal (idle and iowait are not busy)
-        "machine_all_busy": sum(int(machine[i]) for i in (0, 1, 2, 5, 6, 7)),
+        "machine_all_busy": machine_busy_ticks(),
     }
 
 

@@ -112,25 +112,6 @@ async def bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
 # --- measuring -------------------------------------------------------------------------------------------------
 
 
-def postgres_ticks() -> int:
-    """User + system CPU so far of every PostgreSQL process on the machine, in clock ticks."""
-    total = 0
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if (p / "comm").read_text().strip() == "postgres":
-                    total += orders_api.process_ticks(int(p.name)) or 0
-            except OSError:
-                continue
-    return total
-
-
-def machine_busy_ticks() -> int:
-    """The whole machine's busy CPU so far (user, nice, system, irq, softirq, steal), in clock ticks."""
-    machine = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    return sum(int(machine[i]) for i in (0, 1, 2, 5, 6, 7))
-
-
 def row_counts() -> dict[str, int]:
     from django.db import connection
 
@@ -247,7 +228,7 @@ def replay(captured: list[Captured], batch: int, variant: str = "as captured") -
     for index, group in enumerate(batches):
         if index == 1:
             time.sleep(0.3)  # let the warm-up's background work (the WAL writer) settle before counting
-            pg, wall, cpu = postgres_ticks(), time.perf_counter(), time.process_time()
+            pg, wall, cpu = orders_api.ticks_of("postgres"), time.perf_counter(), time.process_time()
         with raw.pipeline():
             for order in group:
                 for sql, params, many in order.statements:
@@ -259,7 +240,7 @@ def replay(captured: list[Captured], batch: int, variant: str = "as captured") -
                         cursor.execute(sql, params)
         raw.commit()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    pg = postgres_ticks() - pg
+    pg = orders_api.ticks_of("postgres") - pg
     n = sum(len(group) for group in batches[1:])
     return {"batch": batch, "variant": variant, "orders": n,
             "postgresql_cpu_ms_per_order": round(pg * 1000 / orders_api.HZ / n, 2),
@@ -350,10 +331,10 @@ def http_floor(seconds: int, app: str, worker_class: str) -> dict[str, Any]:
     try:
         orders_api.wait_up(url)
         subprocess.run(["wrk", "-t2", "-c8", "-d2s", "-s", str(script), url], check=True, capture_output=True)
-        before = machine_busy_ticks()
+        before = orders_api.machine_busy_ticks()
         out = subprocess.run(["wrk", "-t2", "-c8", f"-d{seconds}s", "--latency", "-s", str(script), url],
                              check=True, capture_output=True, text=True).stdout
-        busy = machine_busy_ticks() - before
+        busy = orders_api.machine_busy_ticks() - before
     finally:
         server.terminate()
         server.wait(timeout=20)

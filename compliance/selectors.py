@@ -210,40 +210,36 @@ def receipt_esg_report(receipt: Receipt) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ReviewQueue:
-    """One queue of the console's home page: what waits for an officer's decision, and where to decide it."""
+    """One queue of the console's home page: what waits for an officer's decision, and the admin list (URL name
+    and filter) where it is decided."""
 
     label: str
     count: int
-    url: str
+    changelist: str
+    query: str = ""
 
 
 def review_queues() -> list[ReviewQueue]:
     """Every queue of decisions the console owes, with its count (zero included: an empty queue is news too)
     and the admin list filtered to it. Seven small counts."""
     from django.db.models import Count
-    from django.urls import reverse
 
     from members.models import KycStatus
     from receipts.models import StorageIncident
 
-    def listing(model: str, query: str = "") -> str:
-        return reverse(f"admin:{model}_changelist") + (f"?{query}" if query else "")
-
     flags = dict(open_flags().values_list("kind").annotate(n=Count("pk")).values_list("kind", "n"))
-    queues = [ReviewQueue("Members waiting for KYC review",
-                          Member.objects.filter(kyc_status=KycStatus.PENDING).count(),
-                          listing("members_member", "kyc_status__exact=pending"))]
-    queues += [ReviewQueue(f"Open flags: {label}", flags.get(kind, 0),
-                           listing("compliance_flag", f"kind__exact={kind}"))
-               for kind, label in FlagKind.choices if kind != FlagKind.OTHER or flags.get(kind)]
-    queues += [
+    return [
+        ReviewQueue("Members waiting for KYC review", Member.objects.filter(kyc_status=KycStatus.PENDING).count(),
+                    "admin:members_member_changelist", "kyc_status__exact=pending"),
+        *(ReviewQueue(f"Open flags: {label}", flags.get(kind, 0), "admin:compliance_flag_changelist",
+                      f"kind__exact={kind}")
+          for kind, label in FlagKind.choices if kind != FlagKind.OTHER or flags.get(kind)),
         ReviewQueue("End-use declarations pending review",
                     EndUseDeclaration.objects.filter(status=DeclarationStatus.PENDING).count(),
-                    listing("compliance_endusedeclaration", "status__exact=pending")),
+                    "admin:compliance_endusedeclaration_changelist", "status__exact=pending"),
         ReviewQueue("Export licences pending review",
                     ExportLicence.objects.filter(status=LicenceStatus.PENDING).count(),
-                    listing("compliance_exportlicence", "status__exact=pending")),
+                    "admin:compliance_exportlicence_changelist", "status__exact=pending"),
         ReviewQueue("Storage incidents open", StorageIncident.objects.filter(closed_at__isnull=True).count(),
-                    listing("receipts_storageincident")),
+                    "admin:receipts_storageincident_changelist"),
     ]
-    return queues

@@ -53,9 +53,9 @@ def ensure_instruments() -> list[Instrument]:
     pairs = set(Receipt.objects.exclude(grade=None).values_list("grade__code", "lot__warehouse__region"))
     made = []
     for grade_code, region in sorted(pairs):
+        grade = Grade.objects.select_related("metal").get(code=grade_code)
         for esg_class in ([""] + (["LC"] if grade_code.startswith("GA-6N") else [])):
             code = f"{grade_code}-{region}" + (f"-{esg_class}" if esg_class else "")
-            grade = Grade.objects.select_related("metal").get(code=grade_code)
             reference = demo_reference(grade, region, esg_class)
             tick = _tick(grade_code)
             band = Decimal("10")

@@ -213,10 +213,9 @@ class IndexHistoryView(APIView):
         found = get_object_or_404(Grade, code=grade)
         region = request.query_params.get("region", "")
         if region:
-            known = set(pricing_selectors.index_regions(found)) | set(
-                IndexValue.objects.filter(grade=found).exclude(region="").values_list("region", flat=True))
+            known = pricing_selectors.index_regions_known(found)
             if region not in known:
-                listed = ", ".join(sorted(known)) or "none: it trades in one region, so its index is the only value"
+                listed = ", ".join(known) or "none: it trades in one region, so its index is the only value"
                 raise ValidationFailed(f"{found.code} has no regional index for {region!r}; its regions: {listed}.",
                                        code="invalid_region", field="region")
         rows = pricing_selectors.index_history(found, region=region, since=_day(request, "since"),

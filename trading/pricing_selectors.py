@@ -183,6 +183,13 @@ def index_regions(grade: Grade) -> list[str]:
     return regions if len(regions) > 1 else []
 
 
+def index_regions_known(grade: Grade) -> list[str]:
+    """The regions a grade has regional index values for or gets them for: its regions now and any region
+    published before (an instrument may have closed since)."""
+    published = IndexValue.objects.filter(grade=grade).exclude(region="").values_list("region", flat=True)
+    return sorted(set(index_regions(grade)) | set(published))
+
+
 @dataclass(frozen=True)
 class IndexAggregates:
     considered: int
